@@ -1,0 +1,44 @@
+"""Shared CLI helpers: turning SequoiaError into one line + exit code 2, and console output."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from sequoia_clinic.errors import SequoiaError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one error line to stderr and return the Exit to raise."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    return typer.Exit(code)
+
+
+def user_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorator for command functions: SequoiaError (and a few OS errors) → one line, exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except SequoiaError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; no output was written.", 130) from None
+        except PermissionError as exc:
+            raise fail(f"{exc.filename}: permission denied. Choose a path you can write to.") from None
+
+    return wrapper
