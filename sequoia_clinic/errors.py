@@ -65,3 +65,11 @@ class RiskModelError(SequoiaError):
 
 class OptionError(SequoiaError):
     """A command-line option has an invalid value."""
+
+
+class ReportError(SequoiaError):
+    """Report inputs are inconsistent, a report template is missing/malformed, or a report cannot be written."""
+
+
+class ResultSchemaError(ReportError):
+    """A result.json document does not match sequoia_clinic/schemas/result.schema.json."""

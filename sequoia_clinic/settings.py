@@ -19,6 +19,7 @@ class TissueSettings:
     min_rgb: int = 50  # SEQUOIA: R, G and B must each exceed this (drops black pen / out-of-bounds)
     morphology_iterations: int = 3  # SEQUOIA: dilate x3 then erode x3
     saturation_threshold: float | None = None  # None = Otsu on the slide's saturation
+    saturation_floor: float = 8.0  # the Otsu threshold is never below this (CLAM's fixed value): blank glass stays blank
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,12 @@ class TileSettings:
     target_mpp: float = 0.5  # 20x
     tile_px: int = 256
     mpp_tolerance: float = 0.1  # a level within +-10 % of the target is read without resampling
-    min_tissue_fraction: float = 0.2  # mask fraction under a tile needed to keep it
+    min_mask_fraction: float = 0.05  # candidate tile: tissue-mask (8 um/px) share under it must exceed this
+    min_tissue_fraction: float = 0.2  # kept tile: share of its own 20x pixels that are tissue (SEQUOIA: > 20 %)
     reject_low_contrast: bool = True  # skimage is_low_contrast on the tile pixels, as SEQUOIA does
     batch_size: int = 64  # tiles per yielded batch
     read_threads: int = 2  # decode threads for the tile reader
+    tile_cache_mb: int = 256  # budget of the tile reader's cache of decoded stored tiles
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,49 @@ class FeatureSettings:
     sample_seed: int = 99
     n_clusters: int = 100
     kmeans_seed: int = 0
+    min_tiles: int = 1  # fewer usable tiles than this -> NoTissueError (see features/clusters.py for <100)
+    kmeans_n_init: int = 1  # = scikit-learn 1.4's n_init='auto' for k-means++ (the reference pinned 1.4.2)
+    empty_row_fill: str = "slide-mean"  # rows with no tiles: 'slide-mean' or 'zeros' (features/clusters.py)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The report stage: PDF layout knobs, report text location and pseudonymisation (see report/)."""
+
+    templates_dir: Path | None = None  # report text (TOML); None = the repository's templates/ directory
+    figure_dpi: int = 200  # raster resolution of the matplotlib figures embedded in the PDF
+    max_gene_rows: int = 24  # gene-table rows shown in the PDF (all genes are always in result.json)
+    heatmap_genes: int = 3  # top signature genes drawn as expression heatmaps over the slide
+    pseudonym_key: str | None = None  # secret for --deidentify HMAC pseudonyms; None = random key per run
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Where model bundles live and optional local weight overrides (see bundles.py, encoders/)."""
+
+    models_dir: Path | None = None  # extra folder of bundles, searched before the repository's models/
+    encoder_weights: Path | None = None  # use this local file as the bundle's encoder weights (sha256 still checked)
+    loader_queue: int = 4  # decoded tile batches buffered ahead of the encoder by the loader thread
+
+
+@dataclass(frozen=True)
+class RiskSettings:
+    """Cox risk-model calibration (see survival/fit.py); bootstrap counts bound the run time."""
+
+    l1_ratio: float = 0.1  # elastic-net L1 share (mostly ridge: many correlated, weak genes, few events)
+    penalty: float | None = None  # Coxnet alpha; None = chosen by inner CV (partial likelihood); 0 = unpenalised
+    n_alphas: int = 40  # length of the penalty path
+    alpha_min_ratio: float = 0.01  # smallest alpha on the path / largest
+    inner_folds: int = 5  # CV folds choosing the penalty (inside each training set)
+    outer_folds: int = 5  # CV folds for the performance figures
+    cv_repeats: int = 10  # repeated CV with fold seeds seed, seed+1, ...
+    n_bootstrap_metrics: int = 200  # bootstrap resamples for the 95% CIs of the CV figures
+    n_bootstrap_fit: int = 200  # bootstrap refits stored in the model for the absolute-risk CIs
+    seed: int = 0
+    min_events: int = 10
+    auc_horizons_years: tuple[float, ...] = (3.0, 5.0, 10.0)
+    calibration_horizons_years: tuple[float, ...] = (5.0, 10.0)
+    calibration_bins: int = 5  # predicted-risk quantile groups in the calibration plot
 
 
 @dataclass(frozen=True)
@@ -51,6 +97,9 @@ class Settings:
     tissue: TissueSettings = field(default_factory=TissueSettings)
     tiles: TileSettings = field(default_factory=TileSettings)
     features: FeatureSettings = field(default_factory=FeatureSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
+    risk: RiskSettings = field(default_factory=RiskSettings)
     device: str = "cpu"
     encoder_batch_size: int = 32
     cache_dir: Path | None = None  # per-slide feature cache; None disables caching

@@ -1,0 +1,250 @@
+"""Wrap the report PDF in a DICOM Encapsulated PDF Storage instance (SOP Class 1.2.840.10008.5.1.4.1.1.104.1).
+
+Written with pydicom, offline. For a DICOM slide the report joins the slide's study (same
+StudyInstanceUID, patient and study attributes copied via :func:`study_from_dicom`) as a new series; for
+other formats (SVS) a new study is made. The PDF is stored in EncapsulatedDocument; DICOM pads odd-length
+values with one NUL byte, so EncapsulatedDocumentLength records the true length and
+:func:`read_encapsulated_pdf` uses it to give back the exact bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
+from sequoia_clinic import __version__
+from sequoia_clinic.errors import ReportError
+from sequoia_clinic.fileio import atomic_path
+from sequoia_clinic.report.model import PatientInfo
+
+ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
+DEIDENTIFICATION_METHOD = "sequoia-clinic HMAC-SHA256 pseudonyms; birth date removed"  # LO: <= 64 chars
+_SH_MAX = 16  # DICOM SH (short string) limit, used by AccessionNumber and StudyID
+_LO_MAX = 64
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """Study-level attributes of the source slide that the report instance repeats."""
+
+    study_instance_uid: str | None = None
+    study_date: str | None = None  # DICOM DA, YYYYMMDD
+    study_time: str | None = None  # DICOM TM
+    study_id: str | None = None
+    accession_number: str | None = None
+    referring_physician: str | None = None
+    study_description: str | None = None
+    source_sop_class_uid: str | None = None  # the slide instance the report was made from
+    source_sop_instance_uid: str | None = None
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def study_from_dicom(ds: Dataset) -> StudyInfo:
+    """Study attributes of a DICOM WSI instance (read with ``stop_before_pixels=True``)."""
+    return StudyInfo(
+        study_instance_uid=_text(ds, "StudyInstanceUID"),
+        study_date=_text(ds, "StudyDate"),
+        study_time=_text(ds, "StudyTime"),
+        study_id=_text(ds, "StudyID"),
+        accession_number=_text(ds, "AccessionNumber"),
+        referring_physician=_text(ds, "ReferringPhysicianName"),
+        study_description=_text(ds, "StudyDescription"),
+        source_sop_class_uid=_text(ds, "SOPClassUID"),
+        source_sop_instance_uid=_text(ds, "SOPInstanceUID"),
+    )
+
+
+def _iso_date(value: str | None) -> str | None:
+    """DICOM DA (YYYYMMDD...) -> ISO YYYY-MM-DD; anything else as it is."""
+    if value and re.fullmatch(r"\d{8}", value[:8]):
+        return f"{value[:4]}-{value[4:6]}-{value[6:8]}"
+    return value
+
+
+def _person_name(value: str | None) -> str | None:
+    """DICOM PN 'Family^Given^Middle' -> 'Family, Given Middle'."""
+    if not value:
+        return None
+    family, _, rest = value.partition("^")
+    given = " ".join(part for part in rest.split("^") if part)
+    return f"{family}, {given}" if given else family
+
+
+def patient_from_dicom(ds: Dataset) -> PatientInfo:
+    """Patient and specimen fields of a DICOM WSI instance, for the report header."""
+    specimen = None
+    descriptions = ds.get("SpecimenDescriptionSequence") or []
+    if descriptions:
+        item = descriptions[0]
+        specimen = _text(item, "SpecimenShortDescription") or _text(item, "SpecimenIdentifier")
+    scanner = (
+        " ".join(v for v in (_text(ds, "Manufacturer"), _text(ds, "ManufacturerModelName")) if v) or None
+    )
+    acquired = _text(ds, "AcquisitionDateTime") or _text(ds, "ContentDate") or _text(ds, "StudyDate")
+    return PatientInfo(
+        name=_person_name(_text(ds, "PatientName")),
+        patient_id=_text(ds, "PatientID"),
+        birth_date=_iso_date(_text(ds, "PatientBirthDate")),
+        sex=_text(ds, "PatientSex"),
+        accession=_text(ds, "AccessionNumber"),
+        specimen=specimen,
+        scan_date=_iso_date(acquired),
+        scanner=scanner,
+    )
+
+
+def _dicom_date(value: str | None, field: str) -> str:
+    """ISO YYYY-MM-DD or YYYYMMDD -> DICOM DA; a year alone (de-identified) or nothing -> empty."""
+    if not value:
+        return ""
+    digits = value.replace("-", "")
+    if re.fullmatch(r"\d{4}", digits):
+        return ""  # a year alone is not a DICOM date; leave the type-2 attribute empty
+    if not re.fullmatch(r"\d{8}", digits):
+        raise ReportError(f"the {field} is not a date of the form YYYY-MM-DD", fix="Pass it as YYYY-MM-DD.")
+    return digits
+
+
+def _dicom_sex(value: str | None) -> str:
+    mapping = {"m": "M", "male": "M", "f": "F", "female": "F", "o": "O", "other": "O"}
+    return mapping.get((value or "").strip().lower(), "")
+
+
+def _dicom_person_name(value: str | None) -> str:
+    """'Family, Given' -> 'Family^Given'; any other text becomes the family-name component."""
+    if not value:
+        return ""
+    family, comma, given = value.partition(",")
+    return f"{family.strip()}^{given.strip()}" if comma else value.strip()
+
+
+def _limited(value: str | None, limit: int, field: str) -> str:
+    text = value or ""
+    if len(text) > limit:
+        raise ReportError(
+            f"the {field} is longer than DICOM allows ({limit} characters)",
+            fix="Shorten it, or leave DICOM out of --format.",
+        )
+    return text
+
+
+def _file_meta(sop_instance_uid: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ENCAPSULATED_PDF_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    return meta
+
+
+def _add_patient(ds: Dataset, patient: PatientInfo) -> None:
+    ds.PatientName = _dicom_person_name(patient.name)
+    ds.PatientID = _limited(patient.patient_id, _LO_MAX, "patient ID")
+    ds.PatientBirthDate = _dicom_date(patient.birth_date, "birth date")
+    ds.PatientSex = _dicom_sex(patient.sex)
+    if patient.pseudonymised:
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
+
+
+def _add_study(ds: Dataset, patient: PatientInfo, study: StudyInfo, now: dt.datetime) -> None:
+    new_study = study.study_instance_uid is None
+    ds.StudyInstanceUID = study.study_instance_uid or generate_uid()
+    ds.StudyDate = study.study_date or (now.strftime("%Y%m%d") if new_study else "")
+    ds.StudyTime = study.study_time or (now.strftime("%H%M%S") if new_study else "")
+    ds.StudyID = _limited(study.study_id, _SH_MAX, "study ID")
+    ds.AccessionNumber = _limited(patient.accession or study.accession_number, _SH_MAX, "accession number")
+    ds.ReferringPhysicianName = study.referring_physician or ""
+    if study.study_description:
+        ds.StudyDescription = study.study_description[:_LO_MAX]
+
+
+def _add_document(
+    ds: Dataset, pdf_bytes: bytes, title: str, patient: PatientInfo, study: StudyInfo, now: dt.datetime
+) -> None:
+    ds.Modality = "DOC"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 900  # a high number keeps the report series after the slide's own series
+    ds.SeriesDescription = "sequoia-clinic report"
+    ds.Manufacturer = "sequoia-clinic"
+    ds.SoftwareVersions = __version__
+    ds.ConversionType = "SYN"  # synthetic: generated by software, not scanned
+    ds.InstanceNumber = 1
+    ds.ContentDate = now.strftime("%Y%m%d")
+    ds.ContentTime = now.strftime("%H%M%S")
+    ds.AcquisitionDateTime = now.strftime("%Y%m%d%H%M%S")
+    ds.BurnedInAnnotation = "NO" if patient.pseudonymised else "YES"  # the PDF prints the patient block
+    ds.DocumentTitle = title
+    ds.ConceptNameCodeSequence = Sequence()
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = pdf_bytes
+    ds.EncapsulatedDocumentLength = len(pdf_bytes)
+    if study.source_sop_instance_uid and study.source_sop_class_uid and not patient.pseudonymised:
+        source = Dataset()
+        source.ReferencedSOPClassUID = study.source_sop_class_uid
+        source.ReferencedSOPInstanceUID = study.source_sop_instance_uid
+        ds.SourceInstanceSequence = Sequence([source])
+
+
+def build_encapsulated_pdf(
+    pdf_bytes: bytes,
+    patient: PatientInfo,
+    study: StudyInfo | None = None,
+    title: str = "Image-based molecular risk report (research use only)",
+    now: dt.datetime | None = None,
+) -> Dataset:
+    """The Encapsulated PDF dataset (with file meta), ready to write."""
+    if not pdf_bytes.startswith(b"%PDF-"):
+        raise ReportError("the report bytes are not a PDF", fix="Pass the bytes of report.pdf.")
+    now = now or dt.datetime.now(dt.UTC)
+    study = study or StudyInfo()
+    sop_instance_uid = generate_uid()
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_instance_uid)
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8, so names in any script survive
+    ds.SOPClassUID = ENCAPSULATED_PDF_STORAGE
+    ds.SOPInstanceUID = sop_instance_uid
+    _add_patient(ds, patient)
+    _add_study(ds, patient, study, now)
+    _add_document(ds, pdf_bytes, title, patient, study, now)
+    return ds
+
+
+def write_encapsulated_pdf(
+    pdf_bytes: bytes,
+    out: Path,
+    patient: PatientInfo,
+    study: StudyInfo | None = None,
+    title: str = "Image-based molecular risk report (research use only)",
+    now: dt.datetime | None = None,
+) -> None:
+    """Write ``pdf_bytes`` as a DICOM Encapsulated PDF file at ``out`` (atomically).
+
+    ``study`` None (e.g. SVS input) starts a new study; pass :func:`study_from_dicom` of the slide to file
+    the report into the slide's study. ``patient`` is the (possibly pseudonymised) header block.
+    """
+    ds = build_encapsulated_pdf(pdf_bytes, patient, study, title, now)
+    with atomic_path(Path(out)) as tmp:
+        pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+
+
+def read_encapsulated_pdf(path: Path) -> bytes:
+    """The exact PDF bytes stored in an Encapsulated PDF file (padding removed)."""
+    ds = pydicom.dcmread(path)
+    if ds.SOPClassUID != ENCAPSULATED_PDF_STORAGE:
+        raise ReportError("not a DICOM Encapsulated PDF instance", path=path)
+    data = bytes(ds.EncapsulatedDocument)
+    length = ds.get("EncapsulatedDocumentLength")
+    return data[: int(length)] if length is not None else data
