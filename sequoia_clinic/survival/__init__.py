@@ -1,0 +1,7 @@
+"""Survival and risk: Cox risk models (calibrate, apply), cohort tables, Kaplan-Meier stratification."""
+
+from sequoia_clinic.survival.cutoffs import CutoffSpec
+from sequoia_clinic.survival.fit import fit_risk_model
+from sequoia_clinic.survival.model import PatientRisk, RiskModel
+
+__all__ = ["CutoffSpec", "PatientRisk", "RiskModel", "fit_risk_model"]

@@ -1,0 +1,222 @@
+"""The one-page model card of a risk model: a figure (PNG + PDF) and a Markdown document.
+
+Everything is drawn from the model file itself (no patient data): the key TRIPOD items (outcome,
+cohort, full model, how cut-offs were chosen, cross-validated performance with CIs), the calibration
+plot and the cross-validated Kaplan-Meier curves by risk group.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sequoia_clinic.survival.model import SCORE_DEFINITION, RiskModel
+from sequoia_clinic.survival.plots import (
+    draw_calibration,
+    draw_km,
+    draw_lp_distribution,
+    new_figure,
+    render_figure,
+)
+
+METRIC_LABELS = {
+    "harrell_c": "Harrell's C",
+    "uno_c": "Uno's C",
+    "auc_3y": "td-AUC 3 y",
+    "auc_5y": "td-AUC 5 y",
+    "auc_10y": "td-AUC 10 y",
+    "ibs": "Integrated Brier score",
+    "ibs_null_km": "IBS, KM null model",
+    "calibration_slope_5y": "Calibration slope 5 y",
+    "calibration_slope_10y": "Calibration slope 10 y",
+    "calibration_in_the_large_5y": "Calibration-in-the-large 5 y",
+    "calibration_in_the_large_10y": "Calibration-in-the-large 10 y",
+}
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def metric_rows(model: RiskModel) -> list[tuple[str, str, str, str]]:
+    """(label, mean, 95% CI, spread over repeats) for the headline metrics present in the model."""
+    metrics: dict[str, Any] = model.performance.get("metrics", {})
+    rows = []
+    for key, label in METRIC_LABELS.items():
+        if key not in metrics:
+            continue
+        m = metrics[key]
+        rows.append(
+            (
+                label,
+                _fmt(m["mean"]),
+                f"{_fmt(m['ci_lower'])}-{_fmt(m['ci_upper'])}",
+                f"{_fmt(m['min_over_repeats'])}-{_fmt(m['max_over_repeats'])}",
+            )
+        )
+    return rows
+
+
+def _summary_lines(model: RiskModel) -> list[str]:
+    info, training = model.info, model.training
+    design = model.performance.get("design", {})
+    penalty = info.get("penalty", {})
+    s0 = info.get("baseline_survival_at", {})
+    groups = info.get("groups", {})
+    ph = info.get("ph_check", {})
+    return [
+        f"Endpoint: {info.get('endpoint', 'event')}.  Cohort: {info.get('cohort', '')}.",
+        f"n = {training.get('n')}, events = {training.get('events')}, median follow-up "
+        f"{_fmt(training.get('median_follow_up_years'), 1)} y (reverse KM).",
+        f"Predictors: {len(model.genes)} genes of '{model.signature}'"
+        + (f" + covariates {', '.join(model.covariates)}" if model.covariates else "")
+        + f"; {penalty.get('nonzero_coefficients')} non-zero coefficients.",
+        f"Model: {penalty.get('method', '')}, alpha {_fmt(penalty.get('alpha'), 4)}, l1_ratio {penalty.get('l1_ratio')}.",
+        f"Baseline survival S0(5 y) = {_fmt(s0.get('5'))}, S0(10 y) = {_fmt(s0.get('10'))} (average patient).",
+        f"Risk groups: {', '.join(model.group_names)}; cut-offs {groups.get('description', '')}.",
+        f"CV: {design.get('outer_folds')}-fold x {design.get('repeats')} repeats (penalty re-chosen per fold), "
+        f"{design.get('n_bootstrap')} bootstrap resamples for CIs.",
+        f"PH check of the score: p = {_fmt(ph.get('p_value'))} ({ph.get('interpretation', '')}).",
+    ]
+
+
+def card_figure(model: RiskModel) -> dict[str, bytes]:
+    """The one-page card as PNG and PDF bytes."""
+    fig = new_figure(8.27, 11.69)
+    endpoint = str(model.info.get("endpoint", "event"))
+    fig.text(
+        0.05,
+        0.975,
+        f"Risk model card: {model.signature} ({model.info.get('cohort', '')})",
+        fontsize=13,
+        weight="bold",
+        va="top",
+    )
+    y = 0.95
+    for line in _summary_lines(model):
+        fig.text(0.05, y, line, fontsize=7.5, va="top")
+        y -= 0.016
+    table_ax = fig.add_axes((0.05, 0.6, 0.9, 0.185))
+    table_ax.axis("off")
+    rows = metric_rows(model)
+    if rows:
+        table = table_ax.table(
+            cellText=[list(r) for r in rows],
+            colLabels=["metric", "mean over CV repeats", "bootstrap 95% CI", "range over repeats"],
+            colWidths=[0.34, 0.22, 0.22, 0.22],
+            cellLoc="center",
+            bbox=(0.0, 0.0, 1.0, 0.9),
+        )
+        table.auto_set_font_size(False)
+        table.set_fontsize(7)
+    table_ax.text(
+        0.0,
+        1.0,
+        "Cross-validated performance",
+        fontsize=9,
+        weight="bold",
+        va="top",
+        transform=table_ax.transAxes,
+    )
+    calibration = model.info.get("calibration_plot", {})
+    if calibration:
+        draw_calibration(fig.add_axes((0.1, 0.34, 0.36, 0.2)), calibration, endpoint)
+    km = model.cross_validated_km
+    if km.get("groups"):
+        ax = fig.add_axes((0.6, 0.34, 0.36, 0.2))
+        logrank = km.get("logrank") or {}
+        title = "Cross-validated KM by risk group" + (
+            f"\n(log-rank p={logrank['p_value']:.2g})" if logrank else ""
+        )
+        draw_km(ax, km["groups"], endpoint, title=title)
+    draw_lp_distribution(
+        fig.add_axes((0.1, 0.05, 0.36, 0.15)), model.training_lp, model.cutoffs, model.group_names
+    )
+    notes = [*model.info.get("notes", []), SCORE_DEFINITION]
+    text_y = 0.235
+    fig.text(0.53, text_y, "Notes and limitations", fontsize=8, weight="bold", va="top")
+    text_y -= 0.014
+    for note in notes:
+        wrapped = _wrap(note, 72)
+        fig.text(0.53, text_y, wrapped, fontsize=6.3, va="top", linespacing=1.15)
+        text_y -= 0.0098 * (wrapped.count("\n") + 1) + 0.004
+    return render_figure(fig, dpi=120)
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def card_markdown(model: RiskModel, figure_name: str | None = None) -> str:
+    """The card as Markdown: summary, performance table, cut-offs, KM table, predictors."""
+    lines = [f"# Risk model card: {model.signature}", ""]
+    if figure_name:
+        lines += [f"![model card]({figure_name})", ""]
+    lines += [f"- {line}" for line in _summary_lines(model)]
+    lines += [
+        "",
+        "## Cross-validated performance",
+        "",
+        "| metric | mean | bootstrap 95% CI | range over repeats |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in metric_rows(model)]
+    km = model.cross_validated_km
+    if km.get("groups"):
+        lines += [
+            "",
+            "## Cross-validated risk groups",
+            "",
+            km.get("description", ""),
+            "",
+            "| group | n | events | KM 5 y (95% CI) | KM 10 y (95% CI) |",
+            "|---|---|---|---|---|",
+        ]
+        for g in km["groups"]:
+            at = {f"{h['time']:g}": h for h in g["at_horizons"]}
+            cells = [
+                f"{_fmt(at[k]['survival'])} ({_fmt(at[k]['lower'])}-{_fmt(at[k]['upper'])})"
+                if k in at
+                else "n/a"
+                for k in ("5", "10")
+            ]
+            lines.append(f"| {g['label']} | {g['n']} | {g['events']} | {cells[0]} | {cells[1]} |")
+        if km.get("logrank"):
+            lines.append(
+                f"\nLog-rank p = {km['logrank']['p_value']:.3g} ({km['logrank']['degrees_of_freedom']} df)."
+            )
+        for hr in km.get("hazard_ratios_vs_lowest", []):
+            lines.append(
+                f"HR {hr['group']} vs {hr['reference']}: {hr['hazard_ratio']:.2f} ({hr['lower']:.2f}-{hr['upper']:.2f})."
+            )
+    lines += [
+        "",
+        "## Model",
+        "",
+        f"Cut-offs on the linear predictor: {', '.join(f'{c:.4f}' for c in model.cutoffs)}.",
+        f"Score: {SCORE_DEFINITION}.",
+        "",
+        "| predictor | mean | SD | beta per SD | HR per SD (bootstrap 95% CI) | univariable HR (95% CI) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in model.predictor_table:
+        ci, uci = row["hr_per_sd_bootstrap_ci"], row["univariable_ci"]
+        lines.append(
+            f"| {row['name']} | {row['mean']:.3f} | {row['sd']:.3f} | {row['coefficient_per_sd']:.4f} | "
+            f"{row['hr_per_sd']:.3f} ({_fmt(ci[0])}-{_fmt(ci[1])}) | {row['univariable_hr_per_sd']:.2f} ({uci[0]:.2f}-{uci[1]:.2f}) |"
+        )
+    notes = model.info.get("notes", [])
+    if notes:
+        lines += ["", "## Notes and limitations", ""] + [f"- {n}" for n in notes]
+    signature = model.info.get("signature", {})
+    if signature:
+        lines += [
+            "",
+            "## Signature",
+            "",
+            f"{signature.get('citation', '')}",
+            "",
+            f"Unmapped genes/probes: {', '.join(signature.get('unmapped', [])) or 'none'}.",
+        ]
+    return "\n".join(lines) + "\n"

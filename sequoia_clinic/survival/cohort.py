@@ -1,0 +1,201 @@
+"""Reading and validating a cohort table (CSV or Parquet): survival columns, gene columns, covariates.
+
+Everything a user can get wrong in the table is checked here, at the boundary, and reported as one
+:class:`~sequoia_clinic.errors.TableError` naming the file, the column and the fix (never a patient ID).
+Times are converted to years (days / 365.25, months / 12); all models keep time in years.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sequoia_clinic.errors import InputPathError, OptionError, TableError
+
+UNITS_PER_YEAR = {"days": 365.25, "months": 12.0, "years": 1.0}
+MAX_PLAUSIBLE_YEARS = 50.0  # a longest follow-up above this means the time unit is wrong
+MIN_PLAUSIBLE_YEARS = 1.0  # a longest follow-up below this (for a cohort) means the time unit is wrong
+TRUE_WORDS = {"1", "1.0", "true", "t", "yes", "y"}
+FALSE_WORDS = {"0", "0.0", "false", "f", "no", "n"}
+
+
+@dataclass(frozen=True)
+class SurvivalData:
+    """Follow-up time (years) and event indicator, one entry per patient."""
+
+    time: np.ndarray
+    event: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.time.size)
+
+    @property
+    def n_events(self) -> int:
+        return int(self.event.sum())
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV/TSV or Parquet cohort table."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputPathError("table not found", path, "Pass an existing CSV or Parquet file.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".parquet", ".pq"}:
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise TableError(
+            f"cannot read the table ({type(exc).__name__})", path, "Give a CSV or Parquet file."
+        ) from None
+    if frame.empty:
+        raise TableError("the table has no rows", path, "Give one row per patient.")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def require_columns(
+    frame: pd.DataFrame, columns: Sequence[str], path: Path | None, what: str = "column"
+) -> None:
+    """Raise naming the first missing column, a close match, and the columns that are there."""
+    for column in columns:
+        if column in frame.columns:
+            continue
+        close = difflib.get_close_matches(column, list(frame.columns), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        shown = ", ".join(list(frame.columns)[:15]) + (", ..." if frame.shape[1] > 15 else "")
+        raise TableError(
+            f"{what} '{column}' not found{hint}; the table has {frame.shape[1]} columns: {shown}",
+            path,
+            "Pass the exact column name.",
+        )
+
+
+def parse_time(series: pd.Series, name: str, path: Path | None) -> np.ndarray:
+    """Numeric, finite, non-negative times."""
+    values = pd.to_numeric(series, errors="coerce")
+    bad = int(values.isna().sum())
+    if bad:
+        raise TableError(
+            f"time column '{name}' has {bad} non-numeric or empty value(s)",
+            path,
+            "Give a number in every row.",
+        )
+    array = values.to_numpy(dtype=float)
+    if not np.isfinite(array).all():
+        raise TableError(f"time column '{name}' has infinite values", path, "Give finite follow-up times.")
+    negative = int((array < 0).sum())
+    if negative:
+        raise TableError(
+            f"time column '{name}' has {negative} negative value(s)", path, "Follow-up times must be >= 0."
+        )
+    return array
+
+
+def parse_event(series: pd.Series, name: str, path: Path | None) -> np.ndarray:
+    """Events as booleans from 0/1, True/False (also as text)."""
+    if series.dtype == bool:
+        return series.to_numpy(dtype=bool)
+    text = series.astype(str).str.strip().str.lower()
+    ok = text.isin(TRUE_WORDS | FALSE_WORDS) & series.notna()
+    if not ok.all():
+        examples = ", ".join(sorted(set(text[~ok]))[:3])
+        raise TableError(
+            f"event column '{name}' must be 0/1 or true/false; found {int((~ok).sum())} other value(s) ({examples})",
+            path,
+            "Code events as 1 (event) or 0 (censored).",
+        )
+    return text.isin(TRUE_WORDS).to_numpy()
+
+
+def to_years(time: np.ndarray, unit: str, path: Path | None, name: str) -> np.ndarray:
+    """Convert to years and check the longest follow-up is plausible for the stated unit."""
+    if unit not in UNITS_PER_YEAR:
+        raise OptionError(f"unknown time unit '{unit}'", fix="Use days, months or years.")
+    years = time / UNITS_PER_YEAR[unit]
+    longest = float(years.max())
+    if longest > MAX_PLAUSIBLE_YEARS:
+        raise TableError(
+            f"time unit mismatch: with --time-unit {unit}, the longest follow-up in '{name}' is {longest:.0f} years",
+            path,
+            "Pass the unit the times are recorded in (days, months or years).",
+        )
+    if longest < MIN_PLAUSIBLE_YEARS:
+        raise TableError(
+            f"time unit mismatch: with --time-unit {unit}, the longest follow-up in '{name}' is {longest:.2f} years",
+            path,
+            "Pass the unit the times are recorded in (days, months or years).",
+        )
+    return years
+
+
+def survival_data(
+    frame: pd.DataFrame, time_col: str, event_col: str, time_unit: str, path: Path | None, min_events: int = 0
+) -> SurvivalData:
+    """Validated survival columns, time in years."""
+    require_columns(frame, [time_col, event_col], path)
+    time = to_years(parse_time(frame[time_col], time_col, path), time_unit, path, time_col)
+    event = parse_event(frame[event_col], event_col, path)
+    if int(event.sum()) < min_events:
+        raise TableError(
+            f"only {int(event.sum())} event(s) in '{event_col}'; at least {min_events} are needed",
+            path,
+            "Use a larger cohort (a Cox model needs about 10 events per predictor to be stable).",
+        )
+    return SurvivalData(time=time, event=event)
+
+
+def gene_columns(frame: pd.DataFrame, genes: Sequence[str], path: Path | None) -> dict[str, str]:
+    """Column of each gene: its symbol, or ``rna_<symbol>`` (SEQUOIA's reference-file naming)."""
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for gene in genes:
+        if gene in frame.columns:
+            found[gene] = gene
+        elif f"rna_{gene}" in frame.columns:
+            found[gene] = f"rna_{gene}"
+        else:
+            missing.append(gene)
+    if missing:
+        raise TableError(
+            f"{len(missing)} signature gene(s) not in the table: {', '.join(missing[:10])}"
+            + (", ..." if len(missing) > 10 else ""),
+            path,
+            "Add a column per signature gene (SEQUOIA symbol), or use a signature file with the genes you have.",
+        )
+    return found
+
+
+def numeric_block(frame: pd.DataFrame, columns: Sequence[str], path: Path | None, what: str) -> np.ndarray:
+    """A float matrix of the given columns; NaN, infinite or non-numeric cells are an error."""
+    out = np.empty((len(frame), len(columns)))
+    for j, column in enumerate(columns):
+        series = frame[column]
+        if series.dtype == bool:
+            values = series.astype(float)
+        else:
+            values = pd.to_numeric(series, errors="coerce")
+            text_bad = values.isna() & series.notna()
+            if text_bad.any():
+                raise TableError(
+                    f"{what} '{column}' is not numeric ({int(text_bad.sum())} non-numeric value(s))",
+                    path,
+                    "Encode it as numbers (for a category, one 0/1 column per level).",
+                )
+        array = values.to_numpy(dtype=float)
+        bad = int((~np.isfinite(array)).sum())
+        if bad:
+            raise TableError(
+                f"{what} '{column}' has {bad} missing or non-finite value(s)",
+                path,
+                "Impute or drop those rows before calibrating.",
+            )
+        out[:, j] = array
+    return out

@@ -1,0 +1,330 @@
+"""Cohort stratification: Kaplan-Meier curves per risk group, log-rank tests, hazard ratios vs the lowest
+group and the C-index of the continuous score, written as figures (PNG + PDF), CSVs and JSON.
+
+Groups come from (a) a group column, (b) a continuous risk column cut by user cut-offs or a quantile
+split (exploratory: sample-dependent), or (c) a risk model: its linear predictor (computed from the
+table's gene columns, or read from ``--risk-col``) cut at the model's frozen cut-offs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from lifelines.utils import concordance_index
+
+from sequoia_clinic.errors import OptionError, TableError
+from sequoia_clinic.fileio import atomic_dir
+from sequoia_clinic.survival import cohort as cohort_io
+from sequoia_clinic.survival.cutoffs import QUANTILE_METHODS, CutoffSpec, assign_groups
+from sequoia_clinic.survival.km import (
+    display_limit,
+    hazard_ratios_vs_reference,
+    km_summary,
+    logrank,
+    pairwise_logrank,
+    tick_times,
+)
+from sequoia_clinic.survival.model import RiskModel, jsonable
+from sequoia_clinic.survival.plots import draw_km, new_figure, render_figure
+
+KNOWN_ORDERS = (
+    ("low", "intermediate", "high"),
+    ("low", "low-intermediate", "high-intermediate", "high"),
+    ("low", "medium", "high"),
+    ("low", "high"),
+)
+HORIZONS = (3.0, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class StratifyResult:
+    """Everything ``stratify`` reports (times in years)."""
+
+    endpoint: str
+    grouping: str
+    order: tuple[str, ...]
+    n: int
+    events: int
+    curves: list[dict] = field(default_factory=list)
+    logrank: dict | None = None
+    pairwise: list[dict] = field(default_factory=list)
+    hazard_ratios: list[dict] = field(default_factory=list)
+    c_index: dict = field(default_factory=dict)
+    display_limit_years: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "grouping": self.grouping,
+            "group_order": list(self.order),
+            "n": self.n,
+            "events": self.events,
+            "logrank": self.logrank,
+            "pairwise_logrank": self.pairwise,
+            "hazard_ratios_vs_lowest": self.hazard_ratios,
+            "c_index": self.c_index,
+            "display_limit_years": self.display_limit_years,
+            "notes": self.notes,
+            "curves": self.curves,
+        }
+
+
+def infer_order(labels: Sequence[str], given: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Group order (lowest risk first): given, a known vocabulary, numeric, or alphabetical."""
+    present = sorted(set(labels))
+    if given:
+        unknown = sorted(set(present) - set(given))
+        if unknown:
+            raise OptionError(
+                f"--group-order lacks group(s) {', '.join(unknown)}",
+                fix="List every group, lowest risk first.",
+            )
+        return tuple(g for g in given if g in present)
+    for vocabulary in KNOWN_ORDERS:
+        lowered = {p.lower(): p for p in present}
+        if set(lowered) <= set(vocabulary) and len(lowered) == len(present):
+            return tuple(lowered[v] for v in vocabulary if v in lowered)
+    try:
+        return tuple(sorted(present, key=float))
+    except ValueError:
+        return tuple(present)
+
+
+def _risk_values(frame: pd.DataFrame, column: str, path: Path | None) -> np.ndarray:
+    cohort_io.require_columns(frame, [column], path, "risk column")
+    return cohort_io.numeric_block(frame, [column], path, "risk column")[:, 0]
+
+
+def _model_lp(frame: pd.DataFrame, model: RiskModel, path: Path | None) -> np.ndarray:
+    columns = cohort_io.gene_columns(frame, model.genes, path)
+    cohort_io.require_columns(frame, list(model.covariates), path, "covariate column")
+    values = cohort_io.numeric_block(
+        frame, [columns[g] for g in model.genes] + list(model.covariates), path, "model input"
+    )
+    return model.linear_predictor(values)
+
+
+def stratify(
+    frame: pd.DataFrame,
+    *,
+    time_col: str,
+    event_col: str,
+    time_unit: str = "years",
+    risk_col: str | None = None,
+    group_col: str | None = None,
+    model: RiskModel | None = None,
+    cutoffs: CutoffSpec | None = None,
+    group_order: Sequence[str] | None = None,
+    endpoint: str = "event",
+    path: Path | None = None,
+) -> StratifyResult:
+    """Stratify a cohort table into risk groups and compare their survival."""
+    if group_col and (risk_col or model):
+        raise OptionError(
+            "--group-col cannot be combined with --risk-col or --model", fix="Pass one way of grouping."
+        )
+    if not (group_col or risk_col or model):
+        raise OptionError("no grouping given", fix="Pass --risk-col, --group-col or --model.")
+    survival = cohort_io.survival_data(frame, time_col, event_col, time_unit, path, min_events=1)
+    time, event = survival.time, survival.event
+    score: np.ndarray | None
+    if group_col:
+        cohort_io.require_columns(frame, [group_col], path, "group column")
+        raw = frame[group_col]
+        if raw.isna().any():
+            raise TableError(
+                f"group column '{group_col}' has {int(raw.isna().sum())} empty value(s)",
+                path,
+                "Give every patient a group.",
+            )
+        labels = raw.astype(str).str.strip().to_numpy()
+        order = infer_order(labels, group_order)
+        score = np.array([order.index(v) for v in labels], dtype=float)
+        grouping = f"groups from column '{group_col}' (order: {', '.join(order)})"
+        c_source = "group order (ordinal)"
+    else:
+        if model is not None:
+            score = _risk_values(frame, risk_col, path) if risk_col else _model_lp(frame, model, path)
+            cut, names = model.cutoffs, model.group_names
+            grouping = f"risk model '{model.signature}': frozen cut-offs ({model.info.get('groups', {}).get('description', 'stored')})"
+            c_source = f"linear predictor of model '{model.signature}'"
+        else:
+            spec = cutoffs or CutoffSpec("tertiles")
+            if spec.method == "user" and spec.scale != "lp":
+                raise OptionError(
+                    "without --model, cut-offs apply to the risk column's own scale",
+                    fix="Drop --cutoff-scale.",
+                )
+            score = _risk_values(frame, risk_col, path)
+            quantiles = () if spec.method == "user" else QUANTILE_METHODS[spec.method]
+            cut = (
+                spec.values
+                if spec.method == "user"
+                else tuple(float(np.quantile(score, q)) for q in quantiles)
+            )
+            names = spec.group_names()
+            source = (
+                "pre-specified by the user"
+                if spec.method == "user"
+                else f"{spec.method} of this cohort: exploratory"
+            )
+            grouping = f"column '{risk_col}' cut at {', '.join(f'{c:.4g}' for c in cut)} ({source})"
+            c_source = f"column '{risk_col}'"
+        index = assign_groups(score, tuple(cut))
+        labels = np.array([names[i] for i in index])
+        order = tuple(n for n in names if (labels == n).any())
+    limit = display_limit(time)
+    ticks = tick_times(limit)
+    curves = [km_summary(time[labels == g], event[labels == g], g, ticks, HORIZONS) for g in order]
+    several = len(order) > 1
+    return StratifyResult(
+        endpoint=endpoint,
+        grouping=grouping,
+        order=order,
+        n=survival.n,
+        events=survival.n_events,
+        curves=curves,
+        logrank=logrank(time, event, labels) if several else None,
+        pairwise=pairwise_logrank(time, event, labels) if several else [],
+        hazard_ratios=hazard_ratios_vs_reference(time, event, labels, order),
+        c_index={"harrell_c": float(concordance_index(time, -score, event)), "of": c_source},
+        display_limit_years=limit,
+        notes=_notes(model, group_col)
+        + [
+            f"group '{c['label']}' has no events: its hazard ratio is not estimable"
+            for c in curves
+            if c["events"] == 0
+        ],
+    )
+
+
+def _notes(model: RiskModel | None, group_col: str | None) -> list[str]:
+    notes = [
+        "hazard ratios from a Cox model on group indicators (lifelines, Efron ties, Wald 95% CI)",
+        "pairwise log-rank p-values are not adjusted for multiple comparisons",
+    ]
+    if model is not None:
+        notes.append(
+            "if this table is the model's calibration cohort, these figures are apparent (optimistic); "
+            "the model file holds the cross-validated ones"
+        )
+    elif group_col is None:
+        notes.append("quantile cut-offs are sample-dependent: exploratory only")
+    return notes
+
+
+def _csv(rows: list[dict], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def figures_rows(result: StratifyResult) -> list[dict]:
+    """Every number of the analysis as long-format rows (section, group, comparison, statistic, value, CI, p)."""
+    rows: list[dict] = [
+        {"section": "cohort", "statistic": "n", "value": result.n},
+        {"section": "cohort", "statistic": "events", "value": result.events},
+        {
+            "section": "c_index",
+            "statistic": f"harrell_c of {result.c_index['of']}",
+            "value": result.c_index["harrell_c"],
+        },
+    ]
+    for curve in result.curves:
+        rows.append({"section": "group", "group": curve["label"], "statistic": "n", "value": curve["n"]})
+        rows.append(
+            {"section": "group", "group": curve["label"], "statistic": "events", "value": curve["events"]}
+        )
+        for h in curve["at_horizons"]:
+            rows.append(
+                {
+                    "section": "group",
+                    "group": curve["label"],
+                    "statistic": f"km_survival_{h['time']:g}y",
+                    "value": h["survival"],
+                    "lower": h["lower"],
+                    "upper": h["upper"],
+                }
+            )
+    if result.logrank:
+        rows.append(
+            {
+                "section": "logrank",
+                "statistic": f"chi2 ({result.logrank['degrees_of_freedom']} df)",
+                "value": result.logrank["test_statistic"],
+                "p_value": result.logrank["p_value"],
+            }
+        )
+    for pair in result.pairwise:
+        rows.append(
+            {
+                "section": "pairwise_logrank",
+                "comparison": f"{pair['group_a']} vs {pair['group_b']}",
+                "statistic": "chi2 (1 df)",
+                "value": pair["test_statistic"],
+                "p_value": pair["p_value"],
+            }
+        )
+    for hr in result.hazard_ratios:
+        rows.append(
+            {
+                "section": "hazard_ratio",
+                "group": hr["group"],
+                "comparison": f"{hr['group']} vs {hr['reference']}",
+                "statistic": "hazard_ratio",
+                "value": hr["hazard_ratio"],
+                "lower": hr["lower"],
+                "upper": hr["upper"],
+                "p_value": hr["p_value"],
+            }
+        )
+    return rows
+
+
+def km_figure(result: StratifyResult) -> dict[str, bytes]:
+    fig = new_figure(7.0, 5.6)
+    ax = fig.add_axes((0.2, 0.36, 0.75, 0.56))
+    p = f"log-rank p = {result.logrank['p_value']:.2g}" if result.logrank else "one group"
+    draw_km(ax, result.curves, result.endpoint, title=f"Kaplan-Meier by risk group ({p}; 95% CI bands)")
+    return render_figure(fig)
+
+
+def write_outputs(result: StratifyResult, out_dir: Path) -> list[Path]:
+    """Write km.png, km.pdf, km_curves.csv, at_risk.csv, stratify_figures.csv and stratify.json atomically."""
+    figure = km_figure(result)
+    curve_rows = [
+        {"group": c["label"], "time_years": t, "survival": s, "lower": lo, "upper": hi}
+        for c in result.curves
+        for t, s, lo, hi in zip(c["times"], c["survival"], c["lower"], c["upper"], strict=True)
+    ]
+    risk_rows = [
+        {"group": c["label"], "time_years": t, "at_risk": n, "cumulative_events": e}
+        for c in result.curves
+        for t, n, e in zip(c["ticks"], c["at_risk"], c["cumulative_events"], strict=True)
+    ]
+    files = {
+        "km.png": figure["png"],
+        "km.pdf": figure["pdf"],
+        "km_curves.csv": _csv(curve_rows, ["group", "time_years", "survival", "lower", "upper"]).encode(),
+        "at_risk.csv": _csv(risk_rows, ["group", "time_years", "at_risk", "cumulative_events"]).encode(),
+        "stratify_figures.csv": _csv(
+            figures_rows(result),
+            ["section", "group", "comparison", "statistic", "value", "lower", "upper", "p_value"],
+        ).encode(),
+        "stratify.json": (json.dumps(jsonable(result.to_dict()), indent=2, allow_nan=False) + "\n").encode(),
+    }
+    with atomic_dir(out_dir) as tmp:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+    return [Path(out_dir) / name for name in files]

@@ -1,0 +1,179 @@
+"""``sequoia-clinic calibrate``: outputs on a real cohort, and one-line exit-2 errors that write nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sksurv.datasets import load_breast_cancer
+from typer.testing import CliRunner
+
+from sequoia_clinic.cli.main import app
+from sequoia_clinic.signatures import collapse_probes, get_signature
+from sequoia_clinic.survival import RiskModel
+
+FAST = ["--cv-repeats", "1", "--bootstrap", "10"]
+
+
+@pytest.fixture(scope="module")
+def cohort_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    x, y = load_breast_cancer()
+    table = collapse_probes(x, get_signature("wang76"), column_prefix="X")
+    table["time_days"] = y["t.tdm"]
+    table["dmfs_event"] = y["e.tdm"].astype(int)
+    table["age"] = x["age"].to_numpy()
+    table["grade"] = x["grade"].astype(str).to_numpy()
+    path = tmp_path_factory.mktemp("cohort") / "gse7390.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def run(args: list[str]):
+    return CliRunner().invoke(app, args)
+
+
+def base_args(table: Path, out: Path) -> list[str]:
+    return [
+        "calibrate",
+        str(table),
+        "--signature",
+        "wang76",
+        "--time-col",
+        "time_days",
+        "--event-col",
+        "dmfs_event",
+        "--time-unit",
+        "days",
+        "--out",
+        str(out),
+        *FAST,
+    ]
+
+
+def test_calibrate_writes_model_and_card(cohort_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "models" / "risk.json"
+    result = run(base_args(cohort_csv, out) + ["--endpoint", "distant metastasis"])
+    assert result.exit_code == 0, result.output
+    assert "cross-validated harrell_c" in result.output
+    model = RiskModel.load(out)
+    assert model.training["n"] == 198 and model.info["endpoint"] == "distant metastasis"
+    for suffix in ("png", "pdf", "md"):
+        assert (tmp_path / "models" / f"risk.card.{suffix}").stat().st_size > 1000
+    assert (tmp_path / "models" / "risk.card.pdf").read_bytes().startswith(b"%PDF")
+    assert (tmp_path / "models" / "risk.card.png").read_bytes().startswith(b"\x89PNG")
+    assert "Harrell's C" in (tmp_path / "models" / "risk.card.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        "risk.card.md",
+        "risk.card.pdf",
+        "risk.card.png",
+        "risk.json",
+    ]
+
+
+def test_user_signature_file_and_cutoffs(cohort_csv: Path, tmp_path: Path) -> None:
+    signature = tmp_path / "sig.csv"
+    signature.write_text("gene\nGOLPH2\nPLK1\nCBX3\nFEN1\nNOT_A_GENE\n")
+    out = tmp_path / "m.json"
+    args = base_args(cohort_csv, out)
+    args[args.index("wang76")] = str(signature)
+    result = run(
+        args + ["--cutoffs", "40,80", "--cutoff-scale", "score", "--group-names", "A,B,C", "--no-card"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["genes"] == ["GOLM1", "PLK1", "CBX3", "FEN1"] and data["signature"]["unmapped"] == [
+        "NOT_A_GENE"
+    ]
+    lp = np.array(data["score_scale"]["training_lp_sorted"])
+    assert data["groups"]["cutoffs_lp"] == pytest.approx(list(np.percentile(lp, [40, 80])))
+    assert data["groups"]["names"] == ["A", "B", "C"] and data["groups"]["method"] == "user"
+    assert not list(tmp_path.glob("m.card.*"))
+
+
+def _edit(cohort_csv: Path, tmp_path: Path, edit) -> Path:
+    frame = pd.read_csv(cohort_csv)
+    edit(frame)
+    path = tmp_path / "edited.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _set(column: str, index: int, value):
+    def edit(frame: pd.DataFrame) -> None:
+        frame[column] = frame[column].astype(object)
+        frame.loc[index, column] = value
+
+    return edit
+
+
+def _few_events(frame: pd.DataFrame) -> None:
+    frame["dmfs_event"] = 0
+    frame.loc[:8, "dmfs_event"] = 1
+
+
+BAD_TABLES = {
+    "misspelled column": (
+        lambda f: f.rename(columns={"time_days": "time_day"}, inplace=True),
+        "time_days' not found",
+    ),
+    "non-numeric time": (_set("time_days", 3, "soon"), "non-numeric"),
+    "negative time": (_set("time_days", 3, -5.0), "negative"),
+    "bad event": (_set("dmfs_event", 3, 2), "must be 0/1"),
+    "nan gene": (_set("PLK1", 3, np.nan), "gene column 'PLK1' has 1 missing"),
+    "few events": (_few_events, "only 9 event"),
+    "gene absent": (
+        lambda f: f.drop(columns=["CLN8"], inplace=True),
+        "signature gene(s) not in the table: CLN8",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TABLES))
+def test_bad_tables_fail_with_one_line_and_write_nothing(case: str, cohort_csv: Path, tmp_path: Path) -> None:
+    edit, message = BAD_TABLES[case]
+    table = _edit(cohort_csv, tmp_path, edit)
+    out_dir = tmp_path / "out"
+    result = run(base_args(table, out_dir / "m.json"))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--time-unit": "years"}, "time unit mismatch"),
+        ({"--time-unit": "weeks"}, "not days, months or years"),
+        ({"--signature": "wang67"}, "did you mean 'wang76'"),
+        ({"--covariates": "grade"}, "covariate 'grade' is not numeric"),
+        ({"--covariates": "age,size"}, "covariate column 'size' not found"),
+        ({"--cutoffs": "1,2", "--groups": "tertiles"}, "exclusive"),
+        ({"--out": "model.txt"}, "must be a .json"),
+    ],
+)
+def test_bad_options(change: dict[str, str], message: str, cohort_csv: Path, tmp_path: Path) -> None:
+    args = base_args(cohort_csv, tmp_path / "m.json")
+    for option, value in change.items():
+        if option in args:
+            args[args.index(option) + 1] = value
+        else:
+            args += [option, value]
+    result = run(args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not list(tmp_path.glob("m*"))
+
+
+def test_missing_table_and_missing_option(tmp_path: Path, cohort_csv: Path) -> None:
+    result = run(base_args(tmp_path / "nope.csv", tmp_path / "m.json"))
+    assert result.exit_code == 2 and "table not found" in result.stderr
+    args = base_args(cohort_csv, tmp_path / "m.json")
+    del args[args.index("--time-col") : args.index("--time-col") + 2]
+    result = run(args)
+    assert result.exit_code == 2 and "missing --time-col" in result.stderr

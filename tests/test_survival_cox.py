@@ -1,0 +1,161 @@
+"""Cox fitting pieces against lifelines: unpenalised coefficients, Breslow baseline, partial likelihood,
+calibration slope, cut-offs and table validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines import CoxPHFitter
+from sksurv.datasets import load_breast_cancer
+
+from sequoia_clinic.errors import OptionError, TableError
+from sequoia_clinic.settings import RiskSettings
+from sequoia_clinic.signatures import Signature
+from sequoia_clinic.survival import CutoffSpec, fit_risk_model
+from sequoia_clinic.survival.cohort import parse_event, survival_data
+from sequoia_clinic.survival.cox import PenaltyOptions, fit_cox, partial_log_likelihood, standardisation
+from sequoia_clinic.survival.cutoffs import assign_groups, resolve_cutoffs
+from sequoia_clinic.survival.metrics import calibration_slope
+
+PROBES = {
+    "GOLM1": "X217771_at",
+    "YIF1A": "X202418_at",
+    "CBX3": "X201091_s_at",
+    "PLK1": "X202240_at",
+    "FEN1": "X204768_s_at",
+}
+
+
+@pytest.fixture(scope="module")
+def small_cohort() -> pd.DataFrame:
+    """GSE7390 DMFS with five wang76 probes renamed to their genes; time in years."""
+    x, y = load_breast_cancer()
+    frame = pd.DataFrame({gene: x[probe].to_numpy() for gene, probe in PROBES.items()})
+    frame["time"] = y["t.tdm"] / 365.25
+    frame["event"] = y["e.tdm"].astype(int)
+    return frame
+
+
+def five_gene_signature() -> Signature:
+    return Signature("five", tuple(PROBES), None, (), "test", "five wang76 genes")
+
+
+def lifelines_fit(frame: pd.DataFrame) -> CoxPHFitter:
+    """lifelines on the same population-SD standardised genes (its own centring is then a no-op)."""
+    genes = list(PROBES)
+    standard = (frame[genes] - frame[genes].mean()) / frame[genes].std(ddof=0)
+    standard[["time", "event"]] = frame[["time", "event"]]
+    return CoxPHFitter(baseline_estimation_method="breslow").fit(standard, "time", "event")
+
+
+def test_unpenalised_model_matches_lifelines(small_cohort: pd.DataFrame) -> None:
+    # Breslow (ours) and Efron (lifelines) coincide when no two events share a time: check that first
+    event_times = small_cohort.loc[small_cohort["event"] == 1, "time"]
+    assert not event_times.duplicated().any()
+    settings = RiskSettings(
+        penalty=0.0, cv_repeats=1, outer_folds=3, n_bootstrap_metrics=10, n_bootstrap_fit=10
+    )
+    model = fit_risk_model(
+        small_cohort,
+        five_gene_signature(),
+        time_col="time",
+        event_col="event",
+        time_unit="years",
+        settings=settings,
+    )
+    reference = lifelines_fit(small_cohort)
+    np.testing.assert_allclose(model.coefficients, reference.params_[list(PROBES)].to_numpy(), atol=1e-4)
+    baseline = reference.baseline_survival_.iloc[:, 0]
+    ours = [model.baseline_survival_at(t) for t in baseline.index]
+    np.testing.assert_allclose(ours, baseline.to_numpy(), atol=1e-4)
+    # predicted survival of individual patients also agrees
+    x = small_cohort[list(PROBES)].to_numpy()[:5]
+    lp = model.linear_predictor(x)
+    standard = (small_cohort[list(PROBES)] - small_cohort[list(PROBES)].mean()) / small_cohort[
+        list(PROBES)
+    ].std(ddof=0)
+    expected = reference.predict_survival_function(standard.iloc[:5], times=[5.0]).to_numpy()[0]
+    np.testing.assert_allclose(
+        [model.baseline_survival_at(5.0) ** np.exp(v) for v in lp], expected, atol=1e-4
+    )
+
+
+def test_partial_likelihood_matches_lifelines(small_cohort: pd.DataFrame) -> None:
+    reference = lifelines_fit(small_cohort)
+    x = small_cohort[list(PROBES)].to_numpy()
+    mean, sd = standardisation(x)
+    lp = ((x - mean) / sd) @ reference.params_[list(PROBES)].to_numpy()
+    value = partial_log_likelihood(
+        lp, small_cohort["time"].to_numpy(), small_cohort["event"].to_numpy().astype(bool)
+    )
+    assert value == pytest.approx(reference.log_likelihood_, abs=1e-6)
+
+
+def test_partial_likelihood_breslow_ties_by_hand() -> None:
+    # times 1,1(both events),2(event),3: Breslow risk sets {all 4} twice, then {t>=2}
+    time = np.array([1.0, 1.0, 2.0, 3.0])
+    event = np.array([True, True, True, False])
+    lp = np.array([0.1, -0.2, 0.3, 0.0])
+    denom_all = np.log(np.exp(lp).sum())
+    expected = (0.1 - denom_all) + (-0.2 - denom_all) + (0.3 - np.log(np.exp(lp[2:]).sum()))
+    assert partial_log_likelihood(lp, time, event) == pytest.approx(expected)
+
+
+def test_penalised_fit_shrinks_and_baseline_never_increases(small_cohort: pd.DataFrame) -> None:
+    x = small_cohort[list(PROBES)].to_numpy()
+    mean, sd = standardisation(x)
+    z = (x - mean) / sd
+    time, event = small_cohort["time"].to_numpy(), small_cohort["event"].to_numpy().astype(bool)
+    unpenalised = fit_cox(z, time, event, PenaltyOptions(alpha=0.0), seed=0)
+    chosen = fit_cox(z, time, event, PenaltyOptions(), seed=0)
+    assert chosen.alpha > 0 and np.abs(chosen.coef).sum() < np.abs(unpenalised.coef).sum()
+    assert chosen.cv_partial_loglik is not None and np.argmax(chosen.cv_partial_loglik) == list(
+        chosen.alpha_path
+    ).index(chosen.alpha)
+    for fit in (unpenalised, chosen):
+        assert np.all(np.diff(fit.baseline_survival) <= 1e-15)
+        assert 0 < fit.baseline_survival[-1] < 1
+
+
+def test_calibration_slope_is_the_lifelines_coefficient(small_cohort: pd.DataFrame) -> None:
+    rng = np.random.default_rng(3)
+    surv = rng.uniform(0.5, 0.99, len(small_cohort))
+    time, event = small_cohort["time"].to_numpy(), small_cohort["event"].to_numpy().astype(bool)
+    frame = pd.DataFrame(
+        {"x": np.log(-np.log(surv)), "t": np.minimum(time, 5.0), "e": (event & (time <= 5.0)).astype(int)}
+    )
+    expected = CoxPHFitter().fit(frame, "t", "e").params_["x"]
+    assert calibration_slope(time, event, surv, 5.0) == pytest.approx(expected, abs=1e-5)
+
+
+def test_cutoffs_on_each_scale() -> None:
+    lp = np.linspace(-1, 1, 101)
+    assert resolve_cutoffs(CutoffSpec("tertiles"), lp, {}) == pytest.approx(
+        (np.quantile(lp, 1 / 3), np.quantile(lp, 2 / 3))
+    )
+    assert resolve_cutoffs(CutoffSpec("user", (25.0, 75.0), "score"), lp, {}) == pytest.approx((-0.5, 0.5))
+    cut = resolve_cutoffs(CutoffSpec("user", (0.1, 0.3), "risk10"), lp, {5.0: 0.9, 10.0: 0.8})
+    assert [1 - 0.8 ** np.exp(c) for c in cut] == pytest.approx([0.1, 0.3])
+    assert list(assign_groups(np.array([-2.0, cut[0], 0.0 + cut[1], 5.0]), cut)) == [0, 1, 2, 2]
+    assert CutoffSpec("median").group_names() == ("low", "high")
+    with pytest.raises(OptionError):
+        CutoffSpec("user", (0.5, 0.2))
+    with pytest.raises(OptionError):
+        CutoffSpec("user", (0.2, 1.5), "risk5")
+    with pytest.raises(OptionError):
+        CutoffSpec("optimal")
+
+
+def test_table_validation_messages() -> None:
+    frame = pd.DataFrame({"time": [1.0, 2.0, 30.0], "event": ["yes", "no", "TRUE"]})
+    data = survival_data(frame, "time", "event", "years", None)
+    assert list(data.event) == [True, False, True]
+    with pytest.raises(TableError, match="did you mean 'time'"):
+        survival_data(frame, "tme", "event", "years", None)
+    with pytest.raises(TableError, match="time unit mismatch"):
+        survival_data(frame, "time", "event", "days", None)  # longest follow-up 30 days: implausible
+    with pytest.raises(TableError, match="must be 0/1"):
+        parse_event(pd.Series([0, 1, 2]), "event", None)
+    with pytest.raises(TableError, match="only 2 event"):
+        survival_data(frame, "time", "event", "years", None, min_events=10)

@@ -1,0 +1,198 @@
+"""The shipped default risk model (GSE7390, wang76): figures, round trip, apply, absolute risk."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sksurv.datasets import load_breast_cancer
+
+from sequoia_clinic.errors import RiskModelError
+from sequoia_clinic.signatures import get_signature
+from sequoia_clinic.survival import RiskModel
+
+MODEL = Path(__file__).resolve().parents[1] / "models" / "risk" / "gse7390-wang76.json"
+
+
+@pytest.fixture(scope="module")
+def model() -> RiskModel:
+    return RiskModel.load(MODEL)
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return json.loads(MODEL.read_text())
+
+
+@pytest.fixture(scope="module")
+def gse7390_genes() -> pd.DataFrame:
+    """Gene-level GSE7390 built here from the probe map (mean of each gene's probes)."""
+    x, _ = load_breast_cancer()
+    signature = get_signature("wang76")
+    return pd.DataFrame({g: x[[f"X{p}" for p in signature.probes[g]]].mean(axis=1) for g in signature.genes})
+
+
+def test_cross_validated_harrell_c_is_plausible(raw: dict) -> None:
+    c = raw["performance"]["metrics"]["harrell_c"]
+    assert raw["performance"]["design"]["repeats"] >= 5
+    assert len(set(raw["performance"]["design"]["fold_seeds"])) == raw["performance"]["design"]["repeats"]
+    assert 0.60 <= c["mean"] <= 0.80  # far above = leakage, far below = a bug
+    assert 0.55 <= c["min_over_repeats"] <= c["mean"] <= c["max_over_repeats"] <= 0.85
+    assert c["sd_over_repeats"] > 0
+    assert c["ci_lower"] < c["mean"] < c["ci_upper"]
+    assert raw["performance"]["design"]["penalty_rechosen_in_each_training_fold"] is True
+    metrics = raw["performance"]["metrics"]
+    for key in (
+        "uno_c",
+        "auc_3y",
+        "auc_5y",
+        "auc_10y",
+        "ibs",
+        "calibration_slope_5y",
+        "calibration_slope_10y",
+        "calibration_in_the_large_5y",
+        "calibration_in_the_large_10y",
+    ):
+        assert metrics[key]["mean"] is not None and metrics[key]["ci_lower"] is not None
+    assert metrics["ibs"]["mean"] <= metrics["ibs_null_km"]["mean"] + 0.01
+
+
+def test_training_summary_matches_the_cohort(raw: dict) -> None:
+    _, y = load_breast_cancer()
+    training = raw["training"]
+    assert training["n"] == 198 and training["events"] == int(y["e.tdm"].sum()) == 51
+    assert 13.0 < training["median_follow_up_years"] < 14.5  # reverse KM, 13.7 y in the reference notes
+    assert raw["time_unit"] == "years" and training["source_time_unit"] == "days"
+    assert "MEASURED microarray" in raw["notes"][0]
+    assert set(raw["signature"]["unmapped"]) >= {"MYH2", "OR12D2"}
+
+
+def test_applying_reproduces_the_training_linear_predictors(
+    model: RiskModel, raw: dict, gse7390_genes: pd.DataFrame
+) -> None:
+    # independent: straight from the JSON numbers with numpy
+    means = np.array(raw["standardisation"]["mean"])
+    sds = np.array(raw["standardisation"]["sd"])
+    beta = np.array([raw["coefficients"][g] for g in raw["genes"]])
+    lp = ((gse7390_genes[raw["genes"]].to_numpy() - means) / sds) @ beta
+    np.testing.assert_allclose(np.sort(lp), raw["score_scale"]["training_lp_sorted"], atol=1e-10)
+    applied = [model.apply(row).linear_predictor for row in gse7390_genes.iloc[:20].to_dict("records")]
+    np.testing.assert_allclose(applied, lp[:20], atol=1e-10)
+    tertiles = np.quantile(lp, [1 / 3, 2 / 3])
+    np.testing.assert_allclose(model.cutoffs, tertiles, atol=1e-10)
+    counts = np.bincount(np.searchsorted(tertiles, lp, side="right"), minlength=3)
+    assert list(counts) == raw["groups"]["training_counts"]
+
+
+def test_round_trip(model: RiskModel, raw: dict, tmp_path: Path) -> None:
+    assert model.to_dict() == raw
+    again = RiskModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again == model
+    model.save(tmp_path / "copy.json")
+    assert json.loads((tmp_path / "copy.json").read_text()) == raw
+    assert RiskModel.load(tmp_path / "copy.json") == model
+
+
+def test_absolute_risk_formula_bounds_and_monotonicity(model: RiskModel, raw: dict) -> None:
+    times = np.array(raw["baseline_survival"]["times"])
+    surv = np.array(raw["baseline_survival"]["survival"])
+    s0_5 = surv[np.searchsorted(times, 5.0, side="right") - 1]
+    assert model.absolute_risk(0.3, 5.0) == pytest.approx(1 - s0_5 ** math.exp(0.3))
+    assert raw["baseline_survival_at"]["5"] == pytest.approx(s0_5)
+    risks = [model.absolute_risk(lp, t) for t in (5.0, 10.0) for lp in np.linspace(-3, 3, 61)]
+    assert all(0.0 <= r <= 1.0 for r in risks)
+    five, ten = np.array(risks[:61]), np.array(risks[61:])
+    assert np.all(np.diff(five) > 0) and np.all(np.diff(ten) > 0) and np.all(ten >= five)
+    assert np.all(np.diff(surv) <= 0)
+
+
+def test_patient_risk_with_interval(model: RiskModel, gse7390_genes: pd.DataFrame) -> None:
+    results = [model.apply(row) for row in gse7390_genes.iloc[::10].to_dict("records")]
+    for r in results:
+        for point, ci in ((r.risk_5y, r.risk_5y_ci), (r.risk_10y, r.risk_10y_ci)):
+            assert 0 <= ci[0] <= point <= ci[1] <= 1
+        assert 0 <= r.score <= 100 and r.group == model.group_names[r.group_index]
+        assert r.out_of_range == [] and r.flags == []
+    order = np.argsort([r.linear_predictor for r in results])
+    assert np.all(np.diff([results[i].risk_10y for i in order]) > 0)
+    assert np.all(np.diff([results[i].score for i in order]) > 0)
+    as_dict = results[0].to_dict()
+    assert set(as_dict) >= {
+        "linear_predictor",
+        "score",
+        "group",
+        "risk_5y_ci",
+        "risk_10y",
+        "z_scores",
+        "flags",
+    }
+    json.dumps(as_dict)
+
+
+def test_percentile_scale(model: RiskModel) -> None:
+    lps = np.array(model.training_lp)
+    assert model.percentile(lps[0] - 1) == 0.0 and model.percentile(lps[-1] + 1) == 100.0
+    assert model.percentile(float(np.median(lps))) == pytest.approx(50.0, abs=0.6)
+    assert model.percentile(lps[9]) == pytest.approx(100 * 9.5 / lps.size)
+
+
+def test_out_of_range_and_scale_flags(model: RiskModel, gse7390_genes: pd.DataFrame) -> None:
+    row = gse7390_genes.iloc[0].to_dict()
+    row["CLN8"] = 100.0
+    result = model.apply(row)
+    assert result.out_of_range == ["CLN8"] and "outside the calibration range" in result.flags[0]
+    scaled = {g: v * 100 for g, v in gse7390_genes.iloc[0].items()}
+    assert any("another scale" in f for f in model.apply(scaled).flags)
+    with pytest.raises(RiskModelError, match="missing"):
+        model.apply({"CLN8": 1.0})
+    with pytest.raises(RiskModelError, match="non-finite"):
+        model.apply(dict(row, CLN8=float("nan")))
+
+
+def test_stored_curves_for_the_report(raw: dict) -> None:
+    km = raw["cross_validated_km"]
+    assert [g["label"] for g in km["groups"]] == ["low", "intermediate", "high"]
+    assert sum(g["n"] for g in km["groups"]) == 198 and sum(g["events"] for g in km["groups"]) == 51
+    for group in km["groups"]:
+        assert np.all(np.diff(group["survival"]) <= 0)
+        assert np.all(np.array(group["lower"]) <= np.array(group["survival"]) + 1e-12)
+        assert len(group["ticks"]) == len(group["at_risk"]) == len(group["cumulative_events"])
+    at10 = [g["at_horizons"][2]["survival"] for g in km["groups"]]
+    assert at10[0] > at10[2]
+    assert km["logrank"]["p_value"] < 0.05
+    assert {row["name"] for row in raw["predictors"]} == set(raw["genes"])
+    assert (
+        len(raw["bootstrap_fit"]["coefficients"])
+        == raw["bootstrap_fit"]["n"]
+        == raw["settings"]["n_bootstrap_fit"]
+    )
+    assert set(raw["calibration_plot"]) == {"5", "10"}
+
+
+def test_malformed_model_files(tmp_path: Path, raw: dict) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(RiskModelError, match="not valid JSON"):
+        RiskModel.load(bad)
+    broken = dict(raw)
+    broken.pop("coefficients")
+    bad.write_text(json.dumps(broken))
+    with pytest.raises(RiskModelError, match="malformed"):
+        RiskModel.load(bad)
+    with pytest.raises(RiskModelError, match="not found"):
+        RiskModel.load(tmp_path / "missing.json")
+
+
+@pytest.mark.slow
+def test_rebuild_reproduces_the_shipped_model(raw: dict) -> None:
+    from sequoia_clinic.survival.build_default import build
+
+    rebuilt = build().to_dict()
+    assert rebuilt["coefficients"] == pytest.approx(raw["coefficients"], abs=1e-10)
+    assert rebuilt["performance"]["metrics"]["harrell_c"]["mean"] == pytest.approx(
+        raw["performance"]["metrics"]["harrell_c"]["mean"], abs=1e-10
+    )
