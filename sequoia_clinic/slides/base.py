@@ -1,0 +1,242 @@
+"""The format-independent slide interface: records (SlideInfo, SlideMetadata) and the abstract ``Slide``.
+
+A ``Slide`` is one pyramid of RGB levels. Backends (``tiff_backend``, ``dicom_backend``) implement three
+small primitives: read an in-bounds rectangle of a level, report a level's native tile size, and decode one
+native tile. Everything else (level-0 addressing, white padding, thumbnails, band-wise downscaling) is
+written once here, so both formats behave identically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+from PIL import Image
+
+from sequoia_clinic.errors import SequoiaError, SlideFormatError
+
+BACKGROUND = 255  # white: the colour of empty glass, used for every pixel outside the slide
+_BAND_BYTES = 64 << 20  # memory budget of one band when a whole level is read and downscaled
+
+
+@dataclass(frozen=True)
+class SlideMetadata:
+    """Descriptive attributes of a slide. All values are strings or None; may contain PHI — never log."""
+
+    patient_name: str | None = None
+    patient_id: str | None = None
+    patient_birth_date: str | None = None
+    patient_sex: str | None = None
+    accession_number: str | None = None
+    study_date: str | None = None
+    study_time: str | None = None
+    study_id: str | None = None
+    study_description: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    referring_physician_name: str | None = None
+    institution_name: str | None = None
+    specimen_identifier: str | None = None
+    specimen_description: str | None = None
+    manufacturer: str | None = None
+    scanner: str | None = None
+    device_serial_number: str | None = None
+    barcode: str | None = None
+    scan_date: str | None = None
+    app_mag: str | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SlideInfo:
+    """What a slide is: format, pyramid geometry, pixel size and where it came from, metadata."""
+
+    format: str  # 'svs' | 'tiff' | 'dicom'
+    vendor: str | None
+    level_dimensions: tuple[tuple[int, int], ...]  # (width, height) per level, level 0 first
+    level_downsamples: tuple[float, ...]
+    mpp: tuple[float, float]  # (x, y) micrometres per pixel at level 0
+    mpp_source: str  # 'user' | 'vendor' | 'tiff-resolution' | 'objective-power'
+    objective_power: float | None
+    metadata: SlideMetadata
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return self.level_dimensions[0]
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    def level_mpp(self, level: int) -> float:
+        """Mean of x and y pixel size (um/px) at ``level``."""
+        return 0.5 * (self.mpp[0] + self.mpp[1]) * self.level_downsamples[level]
+
+
+def level0_to_level(coordinate: float, downsample: float) -> int:
+    """Level pixel that contains level-0 pixel ``coordinate`` (floor, as OpenSlide and tiffslide do)."""
+    return math.floor(coordinate / downsample)
+
+
+def level_to_level0(coordinate: int, downsample: float) -> int:
+    """Smallest level-0 integer coordinate that maps back (by :func:`level0_to_level`) onto ``coordinate``."""
+    value = math.ceil(coordinate * downsample - 1e-9)
+    while level0_to_level(value, downsample) < coordinate:
+        value += 1
+    while value > 0 and level0_to_level(value - 1, downsample) >= coordinate:
+        value -= 1
+    return value
+
+
+def assemble_region(
+    level_size: tuple[int, int],
+    tile_size: tuple[int, int],
+    fetch: Callable[[int, int], np.ndarray],
+    location: tuple[int, int],
+    size: tuple[int, int],
+) -> np.ndarray:
+    """Cut a (w, h) region at ``location`` (level pixels) out of stored tiles returned by ``fetch(col, row)``.
+
+    Tiles are cropped to the level bounds; everything outside the level is white.
+    """
+    x, y = location
+    width, height = size
+    tile_w, tile_h = tile_size
+    out = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + width, level_size[0]), min(y + height, level_size[1])
+    for row in range(y0 // tile_h, -(-y1 // tile_h)) if y1 > y0 else ():
+        for col in range(x0 // tile_w, -(-x1 // tile_w)) if x1 > x0 else ():
+            tile = fetch(col, row)
+            tx, ty = col * tile_w, row * tile_h
+            ix0, iy0 = max(x0, tx), max(y0, ty)
+            ix1, iy1 = min(x1, tx + tile.shape[1]), min(y1, ty + tile.shape[0])
+            if ix1 > ix0 and iy1 > iy0:
+                out[iy0 - y : iy1 - y, ix0 - x : ix1 - x] = tile[iy0 - ty : iy1 - ty, ix0 - tx : ix1 - tx]
+    return out
+
+
+class Slide(ABC):
+    """One whole-slide image, opened read-only. Use :func:`sequoia_clinic.slides.open_slide` to get one."""
+
+    def __init__(self, path: Path, info: SlideInfo, files: tuple[Path, ...]) -> None:
+        self.path = path
+        self.info = info
+        self.files = files  # the files that make up the slide (one for TIFF, the series for DICOM)
+
+    # -- backend primitives -------------------------------------------------------------------------
+    @abstractmethod
+    def _read_inside(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """HxWx3 uint8 of a rectangle in level pixels that lies fully inside the level."""
+
+    @abstractmethod
+    def native_tile_size(self, level: int) -> tuple[int, int]:
+        """(width, height) of the stored tiles of ``level`` (the unit :meth:`read_native_tile` decodes)."""
+
+    @abstractmethod
+    def read_native_tile(self, level: int, column: int, row: int) -> np.ndarray:
+        """Decode one stored tile; cropped to the level bounds. Must be safe to call from several threads."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release file handles."""
+
+    # -- shared behaviour ---------------------------------------------------------------------------
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        width, height = self.info.dimensions
+        return f"<{type(self).__name__} {self.path.name} {self.info.format} {width}x{height}>"
+
+    def _check_level(self, level: int) -> None:
+        if not 0 <= level < self.info.level_count:
+            raise ValueError(f"level {level} out of range 0..{self.info.level_count - 1}")
+
+    def read_region(self, location_level0: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """Read ``size`` (w, h) pixels of ``level`` whose top-left is at level-0 ``location``; outside = white."""
+        self._check_level(level)
+        downsample = self.info.level_downsamples[level]
+        x = level0_to_level(location_level0[0], downsample)
+        y = level0_to_level(location_level0[1], downsample)
+        return self.read_level_region(level, (x, y), size)
+
+    def read_level_region(self, level: int, location: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        """Like :meth:`read_region` but ``location`` is in the pixels of ``level`` itself."""
+        self._check_level(level)
+        width, height = int(size[0]), int(size[1])
+        if width <= 0 or height <= 0:
+            raise ValueError(f"region size must be positive, got {size}")
+        x, y = int(location[0]), int(location[1])
+        level_w, level_h = self.info.level_dimensions[level]
+        out = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + width, level_w), min(y + height, level_h)
+        if x1 > x0 and y1 > y0:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = self._guarded_read(level, x0, y0, x1 - x0, y1 - y0)
+        return out
+
+    def _guarded_read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        try:
+            return self._read_inside(level, x, y, width, height)
+        except SequoiaError:
+            raise
+        except Exception as exc:  # a decoder error means damaged pixel data: a user-facing error
+            raise SlideFormatError(
+                f"pixel data could not be decoded ({type(exc).__name__})",
+                self.path,
+                "The file is damaged or uses an unsupported compression; re-export the slide.",
+            ) from exc
+
+    def read_level_downscaled(self, level: int, factor: int) -> np.ndarray:
+        """The whole of ``level`` shrunk by an integer ``factor`` with box (area) averaging, band by band.
+
+        Memory stays bounded by the band size whatever the slide size. Output is ceil(w/f) x ceil(h/f);
+        the last row/column averages only the pixels that exist.
+        """
+        self._check_level(level)
+        factor = max(1, int(factor))
+        level_w, level_h = self.info.level_dimensions[level]
+        rows_per_band = max(1, _BAND_BYTES // (3 * level_w * factor)) * factor
+        bands = []
+        for top in range(0, level_h, rows_per_band):
+            height = min(rows_per_band, level_h - top)
+            band = self.read_level_region(level, (0, top), (level_w, height))
+            bands.append(np.asarray(Image.fromarray(band).reduce(factor)) if factor > 1 else band)
+        return np.concatenate(bands, axis=0)
+
+    def thumbnail(self, max_size: int) -> np.ndarray:
+        """RGB uint8 picture of the whole slide whose longest side is at most ``max_size`` pixels."""
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        width, height = self.info.dimensions
+        scale = min(1.0, max_size / max(width, height))
+        target = (max(1, min(max_size, round(width * scale))), max(1, min(max_size, round(height * scale))))
+        level = self.level_at_least(target)
+        level_w, _ = self.info.level_dimensions[level]
+        factor = max(1, level_w // target[0])
+        image = self.read_level_downscaled(level, factor)
+        if (image.shape[1], image.shape[0]) != target:
+            image = np.asarray(Image.fromarray(image).resize(target, Image.Resampling.BOX))
+        return image
+
+    def level_at_least(self, size: tuple[int, int]) -> int:
+        """The coarsest level whose width and height are both at least ``size`` (level 0 if none is)."""
+        best = 0
+        for level, (width, height) in enumerate(self.info.level_dimensions):
+            if width >= size[0] and height >= size[1]:
+                best = level
+        return best

@@ -1,0 +1,333 @@
+"""DICOM WSI (VL Whole Slide Microscopy Image) series, read with wsidicom on top of pydicom.
+
+A slide is one series: either every instance in a folder, or the instances beside a given ``.dcm`` that share
+its SeriesInstanceUID. We check the SOP class ourselves first so that a CT or an unrelated DICOM file gets a
+clear message instead of wsidicom's "level files not found".
+
+Quirks handled here: wsidicom numbers levels by log2 of the downsample (not list position) and takes region
+locations in the level's own pixels; it raises on out-of-bounds requests (the base class clips first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import imagecodecs
+import numpy as np
+import pydicom
+from wsidicom import WsiDicom
+
+from sequoia_clinic.errors import InputPathError, SlideFormatError
+from sequoia_clinic.slides.base import Slide, SlideInfo, SlideMetadata, assemble_region
+from sequoia_clinic.slides.mpp import MppCandidates, resolve_mpp
+from sequoia_clinic.slides.quiet import captured_library_output
+
+VL_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+_FIX_SERIES = (
+    "Pass a folder (or one .dcm) of a complete DICOM WSI series with pixel spacing and tiling information."
+)
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True for a DICOM Part 10 file (128-byte preamble followed by 'DICM')."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _header(path: Path) -> pydicom.Dataset | None:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:
+        return None
+
+
+def _describe(dataset: pydicom.Dataset) -> str:
+    modality = str(dataset.get("Modality", "") or "").strip()
+    return f"a DICOM {modality} image" if modality else "a DICOM object"
+
+
+def _select_series(origin: Path, headers: dict[Path, pydicom.Dataset], series_uid: str | None) -> list[Path]:
+    """Files of one VL WSI series; raises with a clear message when there is none or more than one."""
+    slides = {path: ds for path, ds in headers.items() if str(ds.get("SOPClassUID", "")) == VL_WSI_SOP_CLASS}
+    if not slides:
+        first = next(iter(headers.values()), None)
+        what = _describe(first) if first is not None else "no readable DICOM object"
+        raise SlideFormatError(
+            f"holds {what}, not a whole-slide image (VL Whole Slide Microscopy)",
+            origin,
+            "Pass a DICOM WSI series (SOP class 1.2.840.10008.5.1.4.1.1.77.1.6) or an .svs file.",
+        )
+    groups: dict[str, list[Path]] = {}
+    for path, dataset in slides.items():
+        groups.setdefault(str(dataset.get("SeriesInstanceUID", "")), []).append(path)
+    if series_uid is not None:
+        return sorted(groups.get(series_uid, []))
+    if len(groups) > 1:
+        raise InputPathError(
+            f"holds {len(groups)} slide series",
+            origin,
+            "Pass one .dcm file of the series you want; the rest of its series is found beside it.",
+        )
+    return sorted(next(iter(groups.values())))
+
+
+def series_files(path: Path) -> list[Path]:
+    """The instance files of the slide series that ``path`` (a folder or one ``.dcm``) designates."""
+    with captured_library_output():  # pydicom validates values lazily and warns about e.g. long UIDs
+        return _series_files(path)
+
+
+def _series_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        candidates = sorted(p for p in path.iterdir() if p.is_file() and is_dicom_file(p))
+        if not candidates:
+            raise InputPathError(
+                "is empty" if not any(path.iterdir()) else "holds no DICOM files",
+                path,
+                "Pass an .svs/.tif file or a folder of DICOM WSI instances.",
+            )
+        headers = {p: ds for p in candidates if (ds := _header(p)) is not None}
+        return _select_series(path, headers, None)
+    own = _header(path)
+    if own is None:
+        raise SlideFormatError("is not a readable DICOM file", path, "The file is damaged; export it again.")
+    if str(own.get("SOPClassUID", "")) != VL_WSI_SOP_CLASS:
+        _select_series(path, {path: own}, None)  # raises the "not a whole-slide image" error
+    siblings = sorted(p for p in path.parent.iterdir() if p.is_file() and p != path and is_dicom_file(p))
+    headers = {path: own} | {p: ds for p in siblings if (ds := _header(p)) is not None}
+    return _select_series(path, headers, str(own.get("SeriesInstanceUID", "")))
+
+
+def _text(dataset: pydicom.Dataset, keyword: str) -> str | None:
+    value = dataset.get(keyword)
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def _specimen_description(dataset: pydicom.Dataset) -> str | None:
+    for item in dataset.get("SpecimenDescriptionSequence", []) or []:
+        for keyword in ("SpecimenShortDescription", "SpecimenDetailedDescription"):
+            text = _text(item, keyword)
+            if text:
+                return text
+    return None
+
+
+def _metadata(dataset: pydicom.Dataset) -> SlideMetadata:
+    manufacturer = _text(dataset, "Manufacturer")
+    model = _text(dataset, "ManufacturerModelName")
+    specimen_id = _text(dataset, "ContainerIdentifier")
+    return SlideMetadata(
+        patient_name=_text(dataset, "PatientName"),
+        patient_id=_text(dataset, "PatientID"),
+        patient_birth_date=_text(dataset, "PatientBirthDate"),
+        patient_sex=_text(dataset, "PatientSex"),
+        accession_number=_text(dataset, "AccessionNumber"),
+        study_date=_text(dataset, "StudyDate"),
+        study_time=_text(dataset, "StudyTime"),
+        study_id=_text(dataset, "StudyID"),
+        study_description=_text(dataset, "StudyDescription"),
+        study_instance_uid=_text(dataset, "StudyInstanceUID"),
+        series_instance_uid=_text(dataset, "SeriesInstanceUID"),
+        referring_physician_name=_text(dataset, "ReferringPhysicianName"),
+        institution_name=_text(dataset, "InstitutionName"),
+        specimen_identifier=specimen_id,
+        specimen_description=_specimen_description(dataset),
+        manufacturer=manufacturer,
+        scanner=" ".join(part for part in (manufacturer, model) if part) or None,
+        device_serial_number=_text(dataset, "DeviceSerialNumber"),
+        barcode=_text(dataset, "BarcodeValue"),
+        scan_date=_text(dataset, "AcquisitionDateTime") or _text(dataset, "ContentDate"),
+    )
+
+
+def _objective_power(dataset: pydicom.Dataset) -> float | None:
+    for item in dataset.get("OpticalPathSequence", []) or []:
+        power = item.get("ObjectiveLensPower")
+        if power not in (None, ""):
+            try:
+                return float(power)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+_JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+_JPEG_2000 = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
+
+
+def jpeg_colour_markers(data: bytes) -> tuple[bool, int | None]:
+    """(has JFIF APP0, Adobe APP14 transform or None) from the marker segments before the scan.
+
+    Hand-written (a short walk over JPEG segment headers) because no installed library exposes it and we
+    need it to pick the colour space: see :func:`decode_frame`.
+    """
+    jfif, adobe = False, None
+    position = 2 if data[:2] == b"\xff\xd8" else len(data)
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xDA:  # start of scan: no more header segments
+            break
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        body = data[position + 4 : position + 2 + length]
+        if marker == 0xE0 and body.startswith(b"JFIF\x00"):
+            jfif = True
+        elif marker == 0xEE and body.startswith(b"Adobe") and len(body) >= 12:
+            adobe = body[11]
+        position += 2 + length
+    return jfif, adobe
+
+
+def decode_frame(data: bytes, transfer_syntax: str, photometric: str) -> np.ndarray | None:
+    """Decode one JPEG / JPEG 2000 frame to RGB; None for transfer syntaxes left to wsidicom.
+
+    The colour space follows the JPEG stream's own markers first (JFIF means YCbCr; Adobe transform 0 means
+    RGB) and the DICOM PhotometricInterpretation only for streams without markers (raw Aperio tiles copied
+    into DICOM). wsidicom 0.36 instead trusts "RGB" over a JFIF marker and returns false colours for
+    series such as the wsidicomizer levels in our test data, hence this small decoder.
+    """
+    if transfer_syntax == _JPEG_BASELINE:
+        jfif, adobe = jpeg_colour_markers(data)
+        if not jfif and adobe is None and photometric == "RGB":
+            return imagecodecs.jpeg8_decode(data, colorspace="RGB", outcolorspace="RGB")
+        return imagecodecs.jpeg8_decode(data)
+    if transfer_syntax in _JPEG_2000:
+        return imagecodecs.jpeg2k_decode(data)
+    return None
+
+
+class DicomSlide(Slide):
+    """A DICOM WSI series opened with wsidicom (its first pyramid, first focal plane and optical path)."""
+
+    def __init__(self, path: Path, info: SlideInfo, files: tuple[Path, ...], wsi: WsiDicom) -> None:
+        super().__init__(path, info, files)
+        self._wsi = wsi
+        levels = list(wsi.levels)
+        self._numbers = [int(level.level) for level in levels]  # wsidicom numbers levels by log2(downsample)
+        image_data = [level.default_instance.image_data for level in levels]
+        self._codecs = [
+            (str(data.transfer_syntax), str(data.photometric_interpretation)) for data in image_data
+        ]
+        self._tile_sizes = [(int(level.tile_size.width), int(level.tile_size.height)) for level in levels]
+
+    def close(self) -> None:
+        self._wsi.close()
+
+    def _read_inside(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        return assemble_region(
+            self.info.level_dimensions[level],
+            self._tile_sizes[level],
+            lambda col, row: self.read_native_tile(level, col, row),
+            (x, y),
+            (width, height),
+        )
+
+    def native_tile_size(self, level: int) -> tuple[int, int]:
+        return self._tile_sizes[level]
+
+    def read_native_tile(self, level: int, column: int, row: int) -> np.ndarray:
+        level_w, level_h = self.info.level_dimensions[level]
+        tile_w, tile_h = self._tile_sizes[level]
+        width = min(tile_w, level_w - column * tile_w)
+        height = min(tile_h, level_h - row * tile_h)
+        try:
+            tile = self._decode_tile(level, column, row)
+        except Exception as exc:
+            raise SlideFormatError(
+                f"a DICOM frame could not be decoded ({type(exc).__name__})", self.path, _FIX_SERIES
+            ) from exc
+        return _rgb(tile)[:height, :width]
+
+    def _decode_tile(self, level: int, column: int, row: int) -> np.ndarray:
+        transfer_syntax, photometric = self._codecs[level]
+        number = self._numbers[level]
+        if transfer_syntax == _JPEG_BASELINE or transfer_syntax in _JPEG_2000:
+            data = self._wsi.read_encoded_tile(number, (column, row), crop_to_image_boundary=False)
+            decoded = decode_frame(data, transfer_syntax, photometric)
+            if decoded is not None:
+                return decoded
+        return np.asarray(self._wsi.read_tile(number, (column, row), as_array=True))
+
+
+def _rgb(array: Any) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    return np.ascontiguousarray(array[..., :3], dtype=np.uint8)
+
+
+def _open_wsi(origin: Path, files: Iterable[Path]) -> WsiDicom:
+    with captured_library_output():
+        try:
+            return WsiDicom.open(list(files))
+        except Exception as exc:
+            raise SlideFormatError(
+                f"the DICOM series is not a readable slide pyramid ({type(exc).__name__})",
+                origin,
+                _FIX_SERIES,
+            ) from exc
+
+
+def open_dicom(path: Path, user_mpp: float | None) -> DicomSlide:
+    """Open a DICOM WSI series from a folder or one of its files."""
+    files = series_files(path)
+    wsi = _open_wsi(path, files)
+    try:
+        with captured_library_output():
+            info = _slide_info(path, user_mpp, files, wsi)
+    except Exception:
+        wsi.close()
+        raise
+    return DicomSlide(path, info, tuple(files), wsi)
+
+
+def _slide_info(path: Path, user_mpp: float | None, files: list[Path], wsi: WsiDicom) -> SlideInfo:
+    levels = list(wsi.levels)
+    header = pydicom.dcmread(_level0_file(files), stop_before_pixels=True)
+    spacings = [_spacing(level) for level in levels]
+    base = spacings[0]
+    vendor_mpp = (base[0] * 1000.0, base[1] * 1000.0) if base else None
+    power = _objective_power(header)
+    mpp, source = resolve_mpp(path, user_mpp, MppCandidates(vendor=vendor_mpp, objective_power=power))
+    width0 = float(levels[0].size.width)
+    return SlideInfo(
+        format="dicom",
+        vendor=_text(header, "Manufacturer"),
+        level_dimensions=tuple((int(lv.size.width), int(lv.size.height)) for lv in levels),
+        level_downsamples=tuple(
+            spacing[0] / base[0] if spacing and base else width0 / float(lv.size.width)
+            for lv, spacing in zip(levels, spacings, strict=True)
+        ),
+        mpp=mpp,
+        mpp_source=source,
+        objective_power=power,
+        metadata=_metadata(header),
+    )
+
+
+def _spacing(level: Any) -> tuple[float, float] | None:
+    """(x, y) pixel spacing of a wsidicom level in mm, or None when the series does not record it."""
+    spacing = getattr(level, "pixel_spacing", None)
+    if spacing is None:
+        return None
+    return float(spacing.width), float(spacing.height)
+
+
+def _level0_file(files: list[Path]) -> Path:
+    """The instance holding the full-resolution level (largest TotalPixelMatrixColumns among VOLUME files)."""
+    best, best_width = files[0], -1
+    for path in files:
+        dataset = _header(path)
+        if dataset is None:
+            continue
+        image_type = [str(v).upper() for v in (dataset.get("ImageType") or [])]
+        width = int(dataset.get("TotalPixelMatrixColumns", 0) or 0)
+        if "VOLUME" in image_type and width > best_width:
+            best, best_width = path, width
+    return best

@@ -1,0 +1,80 @@
+"""``open_slide``: validate a user path, recognise its format from its bytes, and open the right backend.
+
+The format is decided from the file's magic bytes, never from its extension (a text file renamed ``.svs``
+is refused as such). Also ``slide_sha256``: a stable content hash of the file(s) that make up a slide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from sequoia_clinic.errors import InputPathError, SlideFormatError
+from sequoia_clinic.fileio import sha256_file
+from sequoia_clinic.slides.base import Slide
+from sequoia_clinic.slides.dicom_backend import is_dicom_file, open_dicom, series_files
+from sequoia_clinic.slides.mpp import validate_user_mpp
+from sequoia_clinic.slides.tiff_backend import open_tiff
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+_SUPPORTED = "Pass an Aperio .svs, a pyramidal .tif or a DICOM WSI folder (or one of its .dcm files)."
+
+
+def _kind(path: Path) -> str:
+    """'dicom-folder', 'dicom', or 'tiff'; raises for anything else."""
+    if not path.exists():
+        raise InputPathError("does not exist", path, "Check the slide path.")
+    if path.is_dir():
+        return "dicom-folder"
+    if not path.is_file():
+        raise InputPathError("is not a regular file or folder", path, _SUPPORTED)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        raise InputPathError(
+            f"cannot be read ({exc.strerror})", path, "Check the file's permissions."
+        ) from exc
+    if is_dicom_file(path):  # first: a DICOM preamble may itself hold a TIFF header (dual-personality files)
+        return "dicom"
+    if head in _TIFF_MAGIC:
+        return "tiff"
+    what = "is empty" if path.stat().st_size == 0 else "is neither a TIFF/SVS nor a DICOM file"
+    raise SlideFormatError(what, path, _SUPPORTED)
+
+
+def open_slide(path: Path | str, mpp: float | None = None) -> Slide:
+    """Open a whole-slide image (SVS/TIFF file, DICOM WSI folder or one ``.dcm`` of a series).
+
+    ``mpp`` overrides the pixel size (um/px at full resolution) recorded in the file. Raises
+    :class:`~sequoia_clinic.errors.SequoiaError` subclasses with one-line, PHI-free messages.
+    """
+    path = Path(path).expanduser()
+    user_mpp = validate_user_mpp(mpp)
+    kind = _kind(path)
+    if kind == "tiff":
+        return open_tiff(path, user_mpp)
+    return open_dicom(path, user_mpp)
+
+
+def slide_files(path: Path | str) -> list[Path]:
+    """The files that make up the slide at ``path`` (the file itself, or the DICOM series' instances)."""
+    path = Path(path).expanduser()
+    kind = _kind(path)
+    return [path] if kind == "tiff" else series_files(path)
+
+
+def slide_sha256(path: Path | str) -> str:
+    """Content hash of a slide.
+
+    One file (SVS/TIFF): the plain sha256 of its bytes (what ``sha256sum`` prints). A DICOM series (folder or
+    one of its files): sha256 over the lines ``"<file name>  <file sha256>\\n"`` of its instance files sorted
+    by name, so the same series gives the same hash whichever file or folder path was given.
+    """
+    files = slide_files(path)
+    if len(files) == 1 and _kind(Path(path).expanduser()) == "tiff":
+        return sha256_file(files[0])
+    digest = hashlib.sha256()
+    for file in sorted(files, key=lambda p: p.name):
+        digest.update(f"{file.name}  {sha256_file(file)}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,220 @@
+"""Aperio SVS and other pyramidal TIFFs, read with tiffslide (regions) and tifffile (single tiles).
+
+Regions come from ``tiffslide.TiffSlide.read_region``. Single stored tiles are decoded through tifffile's
+own page decoder (JPEG, JPEG 2000, LZW ... whatever tifffile supports) after reading their bytes with
+``os.pread``: tiffslide has no per-tile API and its zarr layer holds the GIL, so this is what lets the tile
+reader decode tiles in parallel threads and reuse them between neighbouring output tiles.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tiffslide
+
+from sequoia_clinic.errors import SlideFormatError
+from sequoia_clinic.slides.base import BACKGROUND, Slide, SlideInfo, SlideMetadata, level_to_level0
+from sequoia_clinic.slides.mpp import MppCandidates, mpp_from_tiff_resolution, resolve_mpp
+from sequoia_clinic.slides.quiet import captured_library_output, has_errors
+
+_FALLBACK_TILE = (512, 512)  # block size used for levels stored in strips (no native tiles)
+_FIX_DAMAGED = "The file is truncated or damaged; copy or export the slide again."
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _str_or_none(value: Any) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+class _TiledLevel:
+    """Direct access to the stored tiles of one pyramid level (one tiled, chunky RGB TIFF page)."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.tile_w = int(page.tilewidth)
+        self.tile_h = int(page.tilelength)
+        self.columns = -(-int(page.imagewidth) // self.tile_w)
+        self.offsets = page.dataoffsets
+        self.counts = page.databytecounts
+        self.decode = page.decode  # tifffile's decoder for this page's compression and colour space
+
+    @staticmethod
+    def usable(page: Any, shape: tuple[int, int]) -> bool:
+        return bool(
+            page.is_tiled
+            and page.tiledepth == 1
+            and page.samplesperpixel == 3
+            and page.planarconfig == 1
+            and page.dtype == np.uint8
+            and (int(page.imagelength), int(page.imagewidth)) == shape
+            and len(page.dataoffsets)
+            == -(-page.imagewidth // page.tilewidth) * -(-page.imagelength // page.tilelength)
+        )
+
+
+class TiffSlideBackend(Slide):
+    """A slide stored as a pyramidal TIFF (Aperio SVS, generic tiled TIFF)."""
+
+    def __init__(
+        self, path: Path, info: SlideInfo, handle: tiffslide.TiffSlide, levels: list[_TiledLevel | None]
+    ):
+        super().__init__(path, info, (path,))
+        self._handle = handle
+        self._levels = levels
+        self._fd = os.open(path, os.O_RDONLY)
+        self._lock = threading.Lock()  # tiffslide/zarr reads are not documented as thread-safe
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._handle.close()
+
+    def _read_inside(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        downsample = self.info.level_downsamples[level]
+        location = (level_to_level0(x, downsample), level_to_level0(y, downsample))
+        with self._lock:
+            region = self._handle.read_region(location, level, (width, height), as_array=True, padding=False)
+        return np.ascontiguousarray(region[..., :3], dtype=np.uint8)
+
+    def native_tile_size(self, level: int) -> tuple[int, int]:
+        tiled = self._levels[level]
+        return (tiled.tile_w, tiled.tile_h) if tiled is not None else _FALLBACK_TILE
+
+    def read_native_tile(self, level: int, column: int, row: int) -> np.ndarray:
+        level_w, level_h = self.info.level_dimensions[level]
+        tiled = self._levels[level]
+        tile_w, tile_h = self.native_tile_size(level)
+        x, y = column * tile_w, row * tile_h
+        width, height = min(tile_w, level_w - x), min(tile_h, level_h - y)
+        if tiled is None:
+            return self._guarded_read(level, x, y, width, height)
+        index = row * tiled.columns + column
+        count = int(tiled.counts[index])
+        if count == 0:  # a tile the scanner never wrote: empty glass
+            return np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+        data = os.pread(self._fd, count, int(tiled.offsets[index]))
+        if len(data) != count:
+            raise SlideFormatError("tile data ends before the end of the file says", self.path, _FIX_DAMAGED)
+        try:
+            segment, _, _ = tiled.decode(
+                data,
+                index,
+                jpegtables=tiled.page.jpegtables,
+                jpegheader=getattr(tiled.page, "jpegheader", None),
+            )
+        except Exception as exc:
+            raise SlideFormatError(
+                f"a tile could not be decoded ({type(exc).__name__})", self.path, _FIX_DAMAGED
+            ) from exc
+        if segment is None:
+            return np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+        return np.ascontiguousarray(segment.reshape(segment.shape[-3:])[:height, :width, :3])
+
+
+def _metadata(properties: dict[str, Any]) -> SlideMetadata:
+    date = _str_or_none(properties.get("aperio.Date"))
+    time = _str_or_none(properties.get("aperio.Time"))
+    scanner = _str_or_none(properties.get("aperio.ScanScope ID"))
+    return SlideMetadata(
+        barcode=_str_or_none(properties.get("aperio.Barcode")),
+        scan_date=" ".join(part for part in (date, time) if part) or None,
+        app_mag=_str_or_none(properties.get("aperio.AppMag")),
+        scanner=f"Aperio ScanScope {scanner}" if scanner else None,
+        manufacturer="Aperio" if properties.get("tiffslide.vendor") == "aperio" else None,
+    )
+
+
+def _resolution_tags(page: Any) -> tuple[Any, Any, int | None]:
+    tags = page.tags
+    unit = tags.get("ResolutionUnit")
+    x_res, y_res = tags.get("XResolution"), tags.get("YResolution")
+    return (
+        x_res.value if x_res is not None else None,
+        y_res.value if y_res is not None else None,
+        int(unit.value) if unit is not None else None,
+    )
+
+
+def _mpp_candidates(handle: tiffslide.TiffSlide, page0: Any) -> MppCandidates:
+    props = handle.properties
+    vendor: tuple[float, float] | None = None
+    aperio = _float_or_none(props.get("aperio.MPP"))
+    if aperio is not None:
+        vendor = (aperio, aperio)
+    tiff_resolution = mpp_from_tiff_resolution(*_resolution_tags(page0))
+    if vendor is None and tiff_resolution is None:
+        # tiffslide also knows other vendor schemes (e.g. OME physical sizes) and reports them here
+        mpp_x, mpp_y = (
+            _float_or_none(props.get("tiffslide.mpp-x")),
+            _float_or_none(props.get("tiffslide.mpp-y")),
+        )
+        if mpp_x is not None and mpp_y is not None:
+            vendor = (mpp_x, mpp_y)
+    return MppCandidates(vendor, tiff_resolution, _float_or_none(props.get("tiffslide.objective-power")))
+
+
+def _check_complete(path: Path, pages: list[Any]) -> None:
+    size = path.stat().st_size
+    for page in pages:
+        ends = [int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts, strict=True) if int(c)]
+        if ends and max(ends) > size:
+            raise SlideFormatError("the file is shorter than its image data (truncated)", path, _FIX_DAMAGED)
+
+
+def open_tiff(path: Path, user_mpp: float | None) -> TiffSlideBackend:
+    """Open an SVS / pyramidal TIFF; every failure becomes a SlideFormatError or MissingMetadataError."""
+    with captured_library_output() as records:
+        try:
+            handle = tiffslide.TiffSlide(path)
+            series = handle.ts_tifffile.series[int(handle.properties["tiffslide.series-index"])]
+            pages = [level.pages[0] for level in series.levels]
+            axes = handle.properties.get("tiffslide.series-axes")
+            dimensions = tuple((int(w), int(h)) for w, h in handle.level_dimensions)
+            downsamples = tuple(float(d) for d in handle.level_downsamples)
+            properties = dict(handle.properties)
+        except Exception as exc:
+            raise SlideFormatError(
+                f"not a readable SVS/TIFF slide ({type(exc).__name__})",
+                path,
+                "Pass an Aperio .svs, a pyramidal .tif or a DICOM WSI folder; if it is one, it is damaged.",
+            ) from exc
+    if has_errors(records):
+        handle.close()
+        raise SlideFormatError("the TIFF structure is damaged (bad offsets)", path, _FIX_DAMAGED)
+    if axes != "YXS" or any(getattr(page, "samplesperpixel", 0) not in (3, 4) for page in pages):
+        handle.close()
+        raise SlideFormatError("the image is not an RGB slide", path, "Pass a brightfield (RGB) H&E slide.")
+    _check_complete(path, pages)
+    levels = [
+        _TiledLevel(page) if _TiledLevel.usable(page, (h, w)) else None
+        for page, (w, h) in zip(pages, dimensions, strict=True)
+    ]
+    try:
+        mpp, source = resolve_mpp(path, user_mpp, _mpp_candidates(handle, pages[0]))
+    except Exception:
+        handle.close()
+        raise
+    vendor = _str_or_none(properties.get("tiffslide.vendor"))
+    info = SlideInfo(
+        format="svs" if vendor == "aperio" else "tiff",
+        vendor=vendor,
+        level_dimensions=dimensions,
+        level_downsamples=downsamples,
+        mpp=mpp,
+        mpp_source=source,
+        objective_power=_float_or_none(properties.get("tiffslide.objective-power")),
+        metadata=_metadata(properties),
+    )
+    return TiffSlideBackend(path, info, handle, levels)
