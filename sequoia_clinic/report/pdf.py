@@ -414,7 +414,10 @@ def _gene_table(data: ReportData, text: ReportText, st: _Styles, settings: Repor
     body = []
     for row in rows:
         mark = " †" if not row.in_calibration_range else ""
-        effect = "more risk ↑" if row.raises_risk else "less risk ↓"
+        if abs(row.hazard_ratio_per_sd - 1.0) < 1e-9:
+            effect = "none (not in model)"
+        else:
+            effect = "more risk ↑" if row.raises_risk else "less risk ↓"
         body.append(
             [
                 row.gene + mark,
