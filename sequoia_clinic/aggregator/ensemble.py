@@ -1,0 +1,106 @@
+"""Aggregator registry and fold ensembles: build from a config, load each fold strictly, average folds.
+
+The registry maps an aggregator kind (the ``aggregator.kind`` of a bundle manifest) to its config parser
+and builder. A :class:`FoldEnsemble` holds one model per fold; its prediction is the arithmetic mean of the
+fold outputs, as SEQUOIA's ``predict_independent_dataset.py`` does for external slides. (For TCGA slides
+only the fold whose test split holds the slide is out-of-sample; ``per_fold`` keeps every fold's output.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sequoia_clinic.aggregator.he2rna import He2rnaConfig, build_he2rna
+from sequoia_clinic.aggregator.vis import VisConfig, build_vis
+from sequoia_clinic.encoders.weights import load_strict, read_state_dict, verify_sha256
+from sequoia_clinic.errors import BundleError
+
+
+@dataclass(frozen=True)
+class AggregatorKind:
+    name: str
+    parse: Callable[[Mapping[str, Any], str], Any]  # (config dict, source) -> config record
+    build: Callable[[Any, bool], nn.Module]  # (config record, meta) -> module
+    description: str
+
+
+AGGREGATORS: Mapping[str, AggregatorKind] = MappingProxyType(
+    {
+        "vis": AggregatorKind(
+            "vis", VisConfig.from_dict, build_vis, "SEQUOIA ViS (SummaryMixing transformer)"
+        ),
+        "he2rna": AggregatorKind("he2rna", He2rnaConfig.from_dict, build_he2rna, "HE2RNA MLP baseline"),
+    }
+)
+
+
+def aggregator_kind(name: str) -> AggregatorKind:
+    try:
+        return AGGREGATORS[name]
+    except KeyError:
+        raise BundleError(
+            f"unknown aggregator kind '{name}'", fix=f"Use one of: {', '.join(AGGREGATORS)}."
+        ) from None
+
+
+def load_fold(kind: str, config: Any, path: Path, sha256: str | None) -> nn.Module:
+    """One fold's model on the CPU: verify the checksum, then load ``strict=True``."""
+    spec = aggregator_kind(kind)
+    if sha256 is not None:
+        verify_sha256(path, sha256, what=f"{kind} fold weights")
+    model = spec.build(config, True)
+    load_strict(model, read_state_dict(path), path, what=f"{kind} aggregator {config}")
+    return model.float().eval()
+
+
+@dataclass
+class FoldEnsemble:
+    """Fold models of one aggregator; ``predict`` returns every fold's output and their mean."""
+
+    kind: str
+    config: Any
+    models: list[nn.Module]
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise BundleError("a fold ensemble needs at least one fold")
+        self.models = [m.to(self.device).eval() for m in self.models]
+
+    @property
+    def num_clusters(self) -> int:
+        return int(self.config.num_clusters)
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.config.input_dim)
+
+    def predict(self, tokens: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(N, D) or (B, N, D) tokens → (per_fold (F, B, G) float32, fold mean (B, G) float64)."""
+        x = torch.as_tensor(
+            np.asarray(tokens, dtype=np.float32) if isinstance(tokens, np.ndarray) else tokens
+        )
+        if x.ndim == 2:
+            x = x.unsqueeze(0)
+        if not torch.isfinite(x).all():
+            raise ValueError("non-finite model input (this is a bug: cluster features must be finite)")
+        x = x.to(self.device, torch.float32)
+        with torch.inference_mode():
+            per_fold = torch.stack([model(x).float() for model in self.models]).cpu().numpy()
+        return per_fold, per_fold.astype(np.float64).mean(axis=0)
+
+
+def load_ensemble(
+    kind: str, config: Any, folds: Sequence[tuple[Path, str | None]], device: torch.device
+) -> FoldEnsemble:
+    """Load every fold (path, sha256) strictly and place the ensemble on ``device``."""
+    models = [load_fold(kind, config, path, sha) for path, sha in folds]
+    return FoldEnsemble(kind=kind, config=config, models=models, device=device)

@@ -1,0 +1,228 @@
+"""Model bundle manifests: the JSON schema, and parsing a bundle folder into a typed :class:`Bundle`.
+
+A bundle is a folder holding ``manifest.json`` and the files it names (relative paths inside the folder):
+the tile-encoder weights, one weights file per aggregator fold, and the gene list in output order. Every
+file carries its sha256. The manifest also states the cancer type, whether the weights are trained, the
+preprocessing the model expects, its intended use and provenance. Parsing validates the manifest against
+``manifest.schema.json`` and checks that the parts fit together (encoder width = aggregator input, gene
+count = aggregator outputs, clusters = aggregator tokens); it does not hash the weights (see store.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pandas as pd
+
+from sequoia_clinic.aggregator.ensemble import aggregator_kind
+from sequoia_clinic.encoders.registry import ENCODERS, EncoderSpec
+from sequoia_clinic.encoders.weights import verify_sha256, weights_format
+from sequoia_clinic.errors import BundleError
+from sequoia_clinic.fileio import sha256_file
+
+MANIFEST_NAME = "manifest.json"
+BUNDLE_FORMAT = "sequoia-clinic-bundle/1"
+
+
+@cache
+def manifest_schema() -> dict[str, Any]:
+    text = resources.files("sequoia_clinic.bundles").joinpath("manifest.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file of the bundle: relative path, sha256, and (demo bundles) how to regenerate it."""
+
+    file: str
+    sha256: str
+    generate: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FileRef:
+        return cls(file=data["file"], sha256=data["sha256"], generate=data.get("generate"))
+
+    @property
+    def format(self) -> str:
+        return weights_format(Path(self.file))
+
+
+@dataclass(frozen=True)
+class FoldRef:
+    fold: int
+    weights: FileRef
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the model was trained with; inference follows it."""
+
+    tile_px: int
+    target_mpp: float
+    max_tiles: int
+    n_clusters: int
+    sample_seed: int = 99
+    kmeans_seed: int = 0
+    kmeans_n_init: int = 1
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A parsed model bundle (weights are checksummed when they are read, or by ``verify_bundle``)."""
+
+    name: str
+    version: str
+    cancer: str
+    path: Path
+    manifest: dict[str, Any]
+    manifest_sha256: str
+    trained: bool
+    genes: tuple[str, ...]
+    encoder_name: str
+    encoder_weights: FileRef
+    aggregator: str  # kind, e.g. "vis"
+    aggregator_config: Any  # VisConfig / He2rnaConfig
+    folds: tuple[FoldRef, ...]
+    genes_file: FileRef
+    preprocessing: Preprocessing
+    intended_use: str
+    provenance: dict[str, Any]
+
+    @property
+    def encoder_spec(self) -> EncoderSpec:
+        return ENCODERS[self.encoder_name]
+
+    @property
+    def fold_files(self) -> tuple[Path, ...]:
+        return tuple(self.file(f.weights) for f in self.folds)
+
+    def file(self, ref: FileRef) -> Path:
+        return self.path / ref.file
+
+    def files(self) -> list[tuple[str, FileRef]]:
+        """(role, file) for every file the manifest names."""
+        roles = [("encoder weights", self.encoder_weights), ("gene list", self.genes_file)]
+        roles += [(f"fold {f.fold} weights", f.weights) for f in self.folds]
+        return roles
+
+
+def _read_manifest(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw)
+    except FileNotFoundError:
+        raise BundleError("no manifest.json here", path.parent, fix="Point at a bundle folder.") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"manifest is not valid JSON ({exc})", path, fix="Restore the manifest.") from None
+    errors = sorted(
+        jsonschema.Draft202012Validator(manifest_schema()).iter_errors(data), key=lambda e: e.path
+    )
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise BundleError(f"manifest field {where}: {first.message}", path, fix="Fix the manifest.")
+    return data, hashlib.sha256(raw).hexdigest()
+
+
+def _inside(folder: Path, ref: FileRef, manifest: Path) -> None:
+    resolved = (folder / ref.file).resolve()
+    if folder.resolve() not in resolved.parents:
+        raise BundleError(f"file '{ref.file}' lies outside the bundle folder", manifest)
+
+
+def read_gene_list(path: Path, column: str = "gene") -> tuple[str, ...]:
+    """Gene symbols in output order from a one-column CSV (header ``gene``); duplicates are refused."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read the gene list ({exc})", path) from None
+    if column not in frame.columns:
+        raise BundleError(f"the gene list lacks a '{column}' column", path)
+    genes = tuple(str(g).strip() for g in frame[column])
+    if any(not g for g in genes) or len(set(genes)) != len(genes):
+        raise BundleError("the gene list has empty or duplicate symbols", path)
+    return genes
+
+
+def parse_bundle(folder: Path) -> Bundle:
+    """Parse and cross-check ``folder/manifest.json``; verifies the (small) gene list's checksum."""
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST_NAME
+    data, digest = _read_manifest(manifest_path)
+
+    encoder_name = data["encoder"]["name"]
+    if encoder_name not in ENCODERS:
+        raise BundleError(
+            f"unknown encoder '{encoder_name}'", manifest_path, fix=f"Use one of {sorted(ENCODERS)}."
+        )
+    spec = ENCODERS[encoder_name]
+    kind = aggregator_kind(data["aggregator"]["kind"])
+    config = kind.parse(data["aggregator"]["config"], str(manifest_path))
+    folds = tuple(
+        FoldRef(fold=f["fold"], weights=FileRef.from_dict(f["weights"]), source=f.get("source"))
+        for f in data["aggregator"]["folds"]
+    )
+    encoder_ref = FileRef.from_dict(data["encoder"]["weights"])
+    genes_ref = FileRef(file=data["genes"]["file"], sha256=data["genes"]["sha256"])
+    for ref in (encoder_ref, genes_ref, *(f.weights for f in folds)):
+        _inside(folder, ref, manifest_path)
+    pre = Preprocessing(**data["preprocessing"])
+
+    if spec.out_dim != config.input_dim:
+        raise BundleError(
+            f"encoder '{encoder_name}' gives {spec.out_dim}-d features but the aggregator expects {config.input_dim}",
+            manifest_path,
+        )
+    if pre.n_clusters != config.num_clusters:
+        raise BundleError(
+            f"preprocessing.n_clusters={pre.n_clusters} but the aggregator takes {config.num_clusters} tokens",
+            manifest_path,
+        )
+
+    verify_sha256(folder / genes_ref.file, genes_ref.sha256, what="gene list")
+    genes = read_gene_list(folder / genes_ref.file, data["genes"].get("column", "gene"))
+    if len(genes) != data["genes"]["count"] or len(genes) != config.num_outputs:
+        raise BundleError(
+            f"the gene list has {len(genes)} genes; manifest says {data['genes']['count']}, "
+            f"the aggregator has {config.num_outputs} outputs",
+            manifest_path,
+        )
+    return Bundle(
+        name=data["name"],
+        version=data["version"],
+        cancer=data["cancer"],
+        path=folder,
+        manifest=data,
+        manifest_sha256=digest,
+        trained=data["trained"],
+        genes=genes,
+        encoder_name=encoder_name,
+        encoder_weights=encoder_ref,
+        aggregator=kind.name,
+        aggregator_config=config,
+        folds=folds,
+        genes_file=genes_ref,
+        preprocessing=pre,
+        intended_use=data["intended_use"],
+        provenance=data["provenance"],
+    )
+
+
+def file_entry(path: Path, folder: Path, generate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest entry of an existing file: relative path, sha256 and size."""
+    entry: dict[str, Any] = {
+        "file": path.relative_to(folder).as_posix(),
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+    }
+    if generate is not None:
+        entry["generate"] = generate
+    return entry

@@ -1,0 +1,36 @@
+"""Tile encoders: a registry of timm networks (UNI, ResNet-50, a demo ViT), strict local weight loading,
+and batched streaming feature extraction with a background tile loader."""
+
+from sequoia_clinic.encoders.extract import ArrayBatch, ExtractionStats, array_batches, extract_features
+from sequoia_clinic.encoders.model import (
+    TileEncoder,
+    create_network,
+    load_encoder,
+    random_encoder,
+    resolve_device,
+)
+from sequoia_clinic.encoders.progress import Reporter, make_progress, reporter
+from sequoia_clinic.encoders.registry import ENCODERS, EncoderSpec, get_encoder_spec
+from sequoia_clinic.encoders.weights import load_strict, read_state_dict, verify_sha256, weights_format
+
+__all__ = [
+    "ENCODERS",
+    "ArrayBatch",
+    "EncoderSpec",
+    "ExtractionStats",
+    "Reporter",
+    "TileEncoder",
+    "array_batches",
+    "create_network",
+    "extract_features",
+    "get_encoder_spec",
+    "load_encoder",
+    "load_strict",
+    "make_progress",
+    "random_encoder",
+    "read_state_dict",
+    "reporter",
+    "resolve_device",
+    "verify_sha256",
+    "weights_format",
+]

@@ -1,0 +1,159 @@
+"""Streaming, batched feature extraction: a loader thread decodes tiles while the encoder computes.
+
+The tile reader (``sequoia_clinic.slides.iter_tile_batches``) is a generator of decoded uint8 batches. It
+is driven by one background thread that also runs the host-side preprocessing (``TileEncoder.prepare``:
+resize + normalise on the CPU, pinning for CUDA) and fills a small bounded queue, so JPEG/JPEG 2000
+decoding and preprocessing overlap with the encoder's matrix work on the main thread (all release the GIL). Results are written into a
+preallocated (n, D) float32 array in the order of the requested tile indices, whatever order batches
+arrive in. A failure in either thread stops both and is re-raised in the caller.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from sequoia_clinic.encoders.model import TileEncoder
+from sequoia_clinic.encoders.progress import ProgressLike, reporter
+from sequoia_clinic.errors import WeightsError
+
+
+class TileBatchLike(Protocol):
+    indices: np.ndarray  # (n,) positions in the tile grid
+    pixels: np.ndarray  # (n, H, W, 3) uint8
+
+
+@dataclass(frozen=True)
+class ExtractionStats:
+    """Where the time went: total wall time, time the encoder waited for tiles, tiles per second."""
+
+    n_tiles: int
+    seconds: float
+    wait_seconds: float
+    tiles_per_second: float
+
+
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` unless asked to stop; never blocks forever on a full queue."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    indices: np.ndarray
+    tensor: torch.Tensor
+
+
+def _produce(
+    batches: Iterable[TileBatchLike], encoder: TileEncoder, q: queue.Queue, stop: threading.Event
+) -> None:
+    iterator = iter(batches)
+    try:
+        for batch in iterator:
+            if not _put(q, _Prepared(np.asarray(batch.indices), encoder.prepare(batch.pixels)), stop):
+                break
+    except BaseException as exc:  # handed to the consumer, which re-raises it
+        _put(q, _Failure(exc), stop)
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+        _put(q, _DONE, stop)
+
+
+def extract_features(
+    encoder: TileEncoder,
+    batches: Iterable[TileBatchLike],
+    indices: np.ndarray,
+    queue_size: int = 4,
+    progress: ProgressLike = None,
+    stage: str = "encoding tiles",
+) -> tuple[np.ndarray, ExtractionStats]:
+    """Embed every tile of ``indices`` (as delivered by ``batches``) → (len(indices), D) float32."""
+    indices = np.asarray(indices, dtype=np.int64)
+    row_of = {int(i): r for r, i in enumerate(indices)}
+    features = np.zeros((len(indices), encoder.out_dim), dtype=np.float32)
+    filled = np.zeros(len(indices), dtype=bool)
+    report = reporter(progress)
+    report.start(stage, len(indices))
+
+    q: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+    stop = threading.Event()
+    loader = threading.Thread(
+        target=_produce, args=(batches, encoder, q, stop), name="tile-loader", daemon=True
+    )
+    start = time.perf_counter()
+    wait = 0.0
+    loader.start()
+    try:
+        while True:
+            t0 = time.perf_counter()
+            item = q.get()
+            wait += time.perf_counter() - t0
+            if item is _DONE:
+                break
+            if isinstance(item, _Failure):
+                raise item.error
+            out = encoder.forward(item.tensor).numpy()
+            if not np.isfinite(out).all():
+                raise WeightsError(
+                    f"the '{encoder.spec.name}' encoder produced non-finite features",
+                    fix="Check the encoder weights file (is it the one made for this encoder?).",
+                )
+            rows = np.fromiter(
+                (row_of[int(i)] for i in item.indices), dtype=np.int64, count=len(item.indices)
+            )
+            features[rows] = out
+            filled[rows] = True
+            report.advance(len(rows))
+    finally:
+        stop.set()
+        loader.join(timeout=30)
+    report.finish()
+    if not filled.all():
+        missing = int((~filled).sum())
+        raise RuntimeError(f"the tile reader delivered {len(indices) - missing} of {len(indices)} tiles")
+    seconds = time.perf_counter() - start
+    stats = ExtractionStats(
+        n_tiles=len(indices),
+        seconds=seconds,
+        wait_seconds=wait,
+        tiles_per_second=len(indices) / seconds if seconds > 0 else float("inf"),
+    )
+    return features, stats
+
+
+@dataclass(frozen=True)
+class ArrayBatch:
+    """A tile batch built from arrays (tests, benchmarks, cached pixels)."""
+
+    indices: np.ndarray
+    pixels: np.ndarray
+
+
+def array_batches(pixels: np.ndarray, batch_size: int) -> Iterable[ArrayBatch]:
+    """Yield ``pixels`` (n, H, W, 3) in batches, indices 0..n-1."""
+    for lo in range(0, len(pixels), batch_size):
+        hi = min(lo + batch_size, len(pixels))
+        yield ArrayBatch(indices=np.arange(lo, hi), pixels=pixels[lo:hi])

@@ -1,0 +1,163 @@
+"""A tile encoder ready to run: the timm network, its preprocessing and the device/precision policy.
+
+``TileEncoder.embed`` takes a batch of uint8 RGB tiles (n, H, W, 3), exactly as the slide reader yields
+them, and returns float32 features (n, D). Preprocessing mirrors the reference transform
+``Resize(224) → ToTensor → Normalize(ImageNet)`` but runs batched on the chosen device: the resize is done
+on uint8 tensors (torchvision's antialiased bilinear, which matches PIL to within 1 grey level on <1 % of
+pixels), then scaling and normalisation in float32.
+
+Precision policy: float32 on the CPU (deterministic for a fixed input); on CUDA, bfloat16 autocast
+(the effect of reduced precision on SEQUOIA predictions is unverified; pass ``autocast=False`` to keep
+float32). Channels-last memory format is used for the convolutional parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as tvf
+
+from sequoia_clinic.encoders.registry import EncoderSpec
+from sequoia_clinic.encoders.weights import drop_prefixes, load_strict, read_state_dict, verify_sha256
+from sequoia_clinic.errors import OptionError
+
+
+def create_network(spec: EncoderSpec, meta: bool = False) -> torch.nn.Module:
+    """The timm network of ``spec`` in eval mode; never pretrained (no download).
+
+    With ``meta=True`` the parameters live on the meta device (no memory, no random init) and must be
+    filled by :func:`~sequoia_clinic.encoders.weights.load_strict`.
+    """
+    if meta:
+        with torch.device("meta"):
+            net = timm.create_model(spec.timm_name, pretrained=False, **spec.kwargs())
+    else:
+        net = timm.create_model(spec.timm_name, pretrained=False, **spec.kwargs())
+    return net.eval()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device(name)``, refusing CUDA when no GPU is visible (a user error, not a crash)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise OptionError(f"unknown device '{name}'", fix="Use cpu or cuda.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError("CUDA was requested but no GPU is available", fix="Use --device cpu.")
+    if device.type not in ("cpu", "cuda"):
+        raise OptionError(f"unsupported device '{name}'", fix="Use cpu or cuda.")
+    return device
+
+
+@dataclass
+class TileEncoder:
+    """A network plus what it needs to turn uint8 tiles into features."""
+
+    spec: EncoderSpec
+    network: torch.nn.Module
+    device: torch.device
+    weights_sha256: str | None = None  # None = random weights (tests and benchmarks only)
+    autocast: bool = True  # bf16 autocast, used only on CUDA
+
+    def __post_init__(self) -> None:
+        self.network = self.network.to(self.device).eval()
+        self.network = self.network.to(memory_format=torch.channels_last)
+        mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device)
+        std = torch.tensor(self.spec.std, dtype=torch.float32, device=self.device)
+        self._scale = 1.0 / (255.0 * std)  # (x/255 - mean)/std == x * scale - mean/std
+        self._shift = mean / std
+
+    @property
+    def out_dim(self) -> int:
+        return self.spec.out_dim
+
+    @property
+    def uses_bf16(self) -> bool:
+        return self.autocast and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def preprocess(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (n, H, W, 3) on the device → normalised float32 (n, 3, S, S), channels-last."""
+        x = pixels.permute(0, 3, 1, 2)
+        size = self.spec.input_px
+        if x.shape[-2:] != (size, size):
+            x = tvf.resize(x, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        # Normalise in (n, S, S, 3) layout: broadcasting over the last, contiguous axis is ~2x faster than
+        # over dim 1 of a channels-last NCHW tensor; permuting back gives a channels-last NCHW view.
+        x = x.permute(0, 2, 3, 1).to(torch.float32)
+        x = x.mul_(self._scale).sub_(self._shift).permute(0, 3, 1, 2)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def prepare(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The host-side half of :meth:`embed`, run by the loader thread so it overlaps with compute.
+
+        On the CPU: the full preprocessing (uint8 tiles → normalised float32). On CUDA: a pinned uint8
+        tensor (4x less to copy than floats); resizing and normalising then run on the GPU.
+        """
+        batch = torch.as_tensor(pixels)
+        if batch.dtype != torch.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
+            raise ValueError(f"expected uint8 tiles (n, H, W, 3), got {batch.dtype} {tuple(batch.shape)}")
+        if self.device.type == "cuda":
+            return batch.pin_memory()
+        with torch.inference_mode():
+            return self.preprocess(batch)
+
+    def forward(self, prepared: torch.Tensor) -> torch.Tensor:
+        """Features (n, D) float32 on the CPU from the output of :meth:`prepare`."""
+        with torch.inference_mode():
+            x = prepared
+            if self.device.type == "cuda":
+                x = self.preprocess(x.to(self.device, non_blocking=True))
+            if self.uses_bf16:
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    out = self.network(x)
+            else:
+                out = self.network(x)
+            return out.float().cpu()
+
+    def embed(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Features (n, D) float32 on the CPU for a batch of uint8 RGB tiles (n, H, W, 3)."""
+        return self.forward(self.prepare(pixels))
+
+
+def load_encoder(
+    spec: EncoderSpec,
+    weights: Path,
+    sha256: str | None,
+    device: str | torch.device = "cpu",
+    autocast: bool = True,
+) -> TileEncoder:
+    """Build ``spec`` and load ``weights`` strictly, after checking the file's sha256 (when given)."""
+    weights = Path(weights)
+    if sha256 is not None:
+        verify_sha256(weights, sha256, what=f"{spec.name} encoder weights")
+    state = drop_prefixes(read_state_dict(weights), spec.drop_key_prefixes)
+    network = create_network(spec, meta=True)
+    load_strict(network, state, weights, what=f"'{spec.name}' encoder ({spec.timm_name})")
+    network = network.float()
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    return TileEncoder(spec=spec, network=network, device=dev, weights_sha256=sha256, autocast=autocast)
+
+
+def random_encoder(spec: EncoderSpec, seed: int = 0, device: str | torch.device = "cpu") -> TileEncoder:
+    """``spec`` with timm's random initialisation (seeded): for tests and benchmarks only.
+
+    LayerScale factors are set to 1 (timm starts them at ``init_values`` = 1e-5, which would make every
+    tile's features almost identical), so that features depend on the tile as a trained network's do.
+    """
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        network = create_network(spec)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    with torch.no_grad():
+        for name, parameter in network.named_parameters():
+            if name.endswith(".gamma"):
+                parameter.fill_(1.0)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    return TileEncoder(spec=spec, network=network, device=dev, weights_sha256=None)

@@ -1,0 +1,115 @@
+"""Reading weight files safely and loading them strictly into a network.
+
+Only two formats are accepted: safetensors, and PyTorch pickles read with ``torch.load(weights_only=True)``
+(which refuses arbitrary code). Callers verify the file's sha256 against the bundle manifest before calling
+:func:`read_state_dict`. Loading is ``strict=True``: a missing, unexpected or mis-shaped tensor is refused
+with a :class:`~sequoia_clinic.errors.WeightsError` that names the file and the first offending keys.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from sequoia_clinic.errors import BundleError, ChecksumError, WeightsError
+from sequoia_clinic.fileio import sha256_file
+
+WEIGHT_FORMATS = ("safetensors", "torch")
+
+
+def weights_format(path: Path) -> str:
+    """'safetensors' for *.safetensors files, else 'torch' (a .bin/.pt/.pth pickle)."""
+    return "safetensors" if Path(path).suffix == ".safetensors" else "torch"
+
+
+def read_state_dict(path: Path, fmt: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``path`` on the CPU (safetensors, or a weights-only torch pickle)."""
+    path = Path(path)
+    fmt = fmt or weights_format(path)
+    try:
+        if fmt == "safetensors":
+            state = load_file(str(path), device="cpu")
+        elif fmt == "torch":
+            # mmap avoids a second in-memory copy; it needs the zip format of torch>=1.6 files.
+            mmap = zipfile.is_zipfile(path)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        else:
+            raise WeightsError(f"unknown weights format '{fmt}'", path, fix="Use safetensors or torch.")
+    except WeightsError:
+        raise
+    except Exception as exc:  # the readers raise many types for truncated/corrupt/foreign files
+        raise WeightsError(
+            f"cannot read weights ({type(exc).__name__})",
+            path,
+            fix="Supply an intact safetensors file or a PyTorch state dict saved with torch.save.",
+        ) from exc
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]  # some training frameworks wrap the weights
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError("the file does not hold a flat state dict of tensors", path)
+    return dict(state)
+
+
+def _summarise(keys: list[str], limit: int = 3) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path, what: str) -> None:
+    """``module.load_state_dict(state, strict=True, assign=True)``, with a readable error on mismatch.
+
+    ``assign=True`` lets a module built on the meta device take the tensors without a copy; afterwards no
+    parameter or buffer may remain on the meta device.
+    """
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors: {_summarise(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} tensors: {_summarise(unexpected)}")
+        if shapes:
+            first = shapes[0]
+            parts.append(
+                f"{len(shapes)} shape mismatches, e.g. {first} {tuple(state[first].shape)} "
+                f"vs {tuple(expected[first].shape)}"
+            )
+        raise WeightsError(
+            f"weights do not fit the {what} architecture: " + "; ".join(parts),
+            path,
+            fix=f"Supply the weights file made for {what}.",
+        )
+    module.load_state_dict(state, strict=True, assign=True)
+    leftover = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
+    if leftover:
+        raise WeightsError(f"weights left {what} tensors uninitialised: {_summarise(leftover)}", path)
+
+
+def drop_prefixes(state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The state dict without keys that start with any of ``prefixes`` (e.g. a dropped classifier)."""
+    if not prefixes:
+        return dict(state)
+    pattern = re.compile("^(" + "|".join(re.escape(p) for p in prefixes) + ")")
+    return {k: v for k, v in state.items() if not pattern.match(k)}
+
+
+def verify_sha256(path: Path, expected: str, what: str = "file") -> None:
+    """Refuse ``path`` unless its sha256 equals ``expected`` (the manifest's record)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{what} not found", path, fix="Restore the file or re-import the bundle.")
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise ChecksumError(
+            f"sha256 mismatch for the {what}: expected {expected[:12]}…, found {actual[:12]}…",
+            path,
+            fix="The file was changed or corrupted; restore the original or re-import the bundle.",
+        )

@@ -1,0 +1,349 @@
+"""SEQUOIA inference for one slide: tissue → tiles → encoder → k-means cluster features → fold ensemble.
+
+:func:`run_inference` is the single entry point used by the ``predict`` and ``score`` commands. The bundle
+decides what the model was trained with (tile size, target resolution, number of cluster tokens); the
+settings decide the run (device, batch size, tile cap and seeds, cache folder). With a cache folder, the
+tile features, the kept/sampled tiles and the cluster features are stored under a key made of the slide's
+content hash, the encoder and its weights' sha256 and the preprocessing, so a second run skips the tile
+pixel checks and the encoder. Every QC concern is recorded as a plain-language warning in the result; the
+warnings never contain patient identifiers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sequoia_clinic import __version__
+from sequoia_clinic.bundles import Bundle, load_bundle_encoder, load_bundle_ensemble
+from sequoia_clinic.encoders import ExtractionStats, extract_features, resolve_device
+from sequoia_clinic.encoders.progress import ProgressLike
+from sequoia_clinic.errors import NoTissueError, OptionError
+from sequoia_clinic.features import (
+    FILL_RULES,
+    ClusterFeatures,
+    FeatureCache,
+    cache_key,
+    cluster_features,
+    sample_tiles,
+)
+from sequoia_clinic.settings import Settings
+from sequoia_clinic.slides import (
+    SlideInfo,
+    TileGrid,
+    TissueMask,
+    build_tile_grid,
+    compute_tissue_mask,
+    iter_tile_batches,
+    open_slide,
+    select_tiles,
+    slide_sha256,
+)
+
+
+@dataclass
+class InferenceResult:
+    """Everything one prediction used and produced (arrays indexed as documented per field)."""
+
+    slide_path: Path
+    slide_sha256: str
+    slide_info: SlideInfo
+    mask: TissueMask
+    grid: TileGrid
+    kept_indices: np.ndarray  # (n_kept,) grid indices of tiles that passed the tissue checks
+    used_indices: np.ndarray  # (n_used,) grid indices embedded (<= max_tiles, seeded sample, sample order)
+    max_tiles: int
+    sample_seed: int
+    tile_features: np.ndarray  # (n_used, D) float32, row i = tile used_indices[i]
+    cluster_labels: np.ndarray  # (n_used,) token row of each used tile
+    cluster_features: np.ndarray  # (n_clusters, D) float32, the aggregator input
+    cluster_method: str  # "kmeans" or "tiles" (fewer tiles than clusters)
+    n_clusters_populated: int
+    filled_rows: tuple[int, ...]  # token rows that hold the fill value (empty clusters / padding)
+    qc_warnings: list[str]
+    genes: tuple[str, ...]
+    expression: np.ndarray  # (n_genes,) float64, mean over folds
+    per_fold: np.ndarray  # (n_folds, n_genes) float32
+    timings: dict[str, float]
+    encoder_name: str
+    encoder_weights_sha256: str
+    bundle_name: str
+    bundle_version: str
+    bundle_manifest_sha256: str
+    bundle_trained: bool
+    cache_hit: bool
+    device: str
+    extraction: ExtractionStats | None = None  # None on a cache hit
+    settings_used: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tile_coords(self) -> np.ndarray:
+        """(n_used, 2) level-0 (x, y) corners of the used tiles."""
+        return self.grid.coords[self.used_indices]
+
+    def gene_values(self, genes: Sequence[str] | None = None) -> dict[str, float]:
+        """{gene: predicted value} for ``genes`` (all genes when None); unknown genes raise OptionError."""
+        index = {g: i for i, g in enumerate(self.genes)}
+        wanted = list(self.genes) if genes is None else list(genes)
+        unknown = [g for g in wanted if g not in index]
+        if unknown:
+            raise OptionError(
+                f"gene(s) not predicted by bundle '{self.bundle_name}': {', '.join(unknown[:5])}"
+            )
+        return {g: float(self.expression[index[g]]) for g in wanted}
+
+
+@dataclass(frozen=True)
+class _Features:
+    grid: TileGrid
+    used: np.ndarray
+    tile_features: np.ndarray
+    clusters: ClusterFeatures | None
+    extraction: ExtractionStats | None
+    cache_hit: bool
+
+
+def effective_settings(settings: Settings, bundle: Bundle) -> Settings:
+    """``settings`` with the bundle's training-time tile size, resolution and cluster count."""
+    pre = bundle.preprocessing
+    tiles = dataclasses.replace(settings.tiles, tile_px=pre.tile_px, target_mpp=pre.target_mpp)
+    features = dataclasses.replace(settings.features, n_clusters=pre.n_clusters)
+    if features.empty_row_fill not in FILL_RULES:
+        raise OptionError(
+            f"unknown empty-row fill '{features.empty_row_fill}'", fix=f"Use one of {FILL_RULES}."
+        )
+    return dataclasses.replace(settings, tiles=tiles, features=features)
+
+
+def _tile_key(slide_hash: str, mpp: float | None, bundle: Bundle, settings: Settings, precision: str) -> str:
+    tiles = dataclasses.asdict(settings.tiles)
+    for runtime_only in ("batch_size", "read_threads", "tile_cache_mb"):
+        tiles.pop(runtime_only, None)
+    return cache_key(
+        {
+            "sequoia_clinic": __version__,  # a new release may change tissue/tile decisions: recompute
+            "slide_sha256": slide_hash,
+            "mpp_override": mpp,
+            "tissue": dataclasses.asdict(settings.tissue),
+            "tiles": tiles,
+            "encoder": bundle.encoder_name,
+            "encoder_weights_sha256": bundle.encoder_weights.sha256,
+            "precision": precision,
+            "max_tiles": settings.features.max_tiles,
+            "sample_seed": settings.features.sample_seed,
+        }
+    )
+
+
+def _cluster_params(settings: Settings) -> dict[str, Any]:
+    f = settings.features
+    return {
+        "n_clusters": f.n_clusters,
+        "kmeans_seed": f.kmeans_seed,
+        "n_init": f.kmeans_n_init,
+        "fill": f.empty_row_fill,
+    }
+
+
+def _from_cache(cache: FeatureCache | None, key: str, grid: TileGrid, settings: Settings) -> _Features | None:
+    entry = cache.load(key) if cache is not None else None
+    if entry is None:
+        return None
+    a = entry.arrays
+    if a["coords"].shape != grid.coords.shape or not np.array_equal(a["coords"], grid.coords):
+        return None  # the tile grid changed (e.g. a new slides version): recompute
+    grid = dataclasses.replace(grid, keep=a["keep"].astype(bool), pixel_checked=True)
+    clusters = None
+    if entry.meta.get("cluster_params") == _cluster_params(settings):
+        clusters = ClusterFeatures(
+            features=a["cluster_features"],
+            labels=a["cluster_labels"],
+            method=entry.meta["cluster_method"],
+            n_populated=int(entry.meta["n_populated"]),
+            filled_rows=tuple(int(r) for r in a["filled_rows"]),
+            fill=settings.features.empty_row_fill,
+            warnings=tuple(entry.meta["cluster_warnings"]),
+        )
+    return _Features(grid, a["used_indices"], a["tile_features"], clusters, None, True)
+
+
+def _save_cache(
+    cache: FeatureCache | None, key: str, feats: _Features, clusters: ClusterFeatures, settings: Settings
+) -> None:
+    if cache is None:
+        return
+    arrays = {
+        "coords": feats.grid.coords,
+        "keep": feats.grid.keep,
+        "used_indices": feats.used,
+        "tile_features": feats.tile_features,
+        "cluster_features": clusters.features,
+        "cluster_labels": clusters.labels,
+        "filled_rows": np.asarray(clusters.filled_rows, dtype=np.int64),
+    }
+    meta = {
+        "cluster_params": _cluster_params(settings),
+        "cluster_method": clusters.method,
+        "n_populated": clusters.n_populated,
+        "cluster_warnings": list(clusters.warnings),
+    }
+    cache.save(key, arrays, meta)
+
+
+def _qc_warnings(bundle: Bundle, info: SlideInfo, grid: TileGrid, clusters: ClusterFeatures) -> list[str]:
+    notes = []
+    if not bundle.trained:
+        notes.append(
+            f"bundle '{bundle.name}' is NOT trained (demo weights): the predicted values are meaningless "
+            "and must not be interpreted"
+        )
+    if info.mpp_source == "objective-power":
+        notes.append(
+            "the pixel size was inferred from the objective power, not recorded by the scanner; "
+            "check it (pass --mpp to set it)"
+        )
+    if grid.resampled:
+        notes.append(
+            f"no pyramid level is at {grid.target_mpp} um/px: tiles were resampled from "
+            f"{grid.level_mpp:.3f} um/px"
+        )
+    notes.extend(clusters.warnings)
+    return notes
+
+
+def _encode(
+    slide: Any,
+    grid: TileGrid,
+    bundle: Bundle,
+    settings: Settings,
+    device: torch.device,
+    progress: ProgressLike,
+    timings: dict[str, float],
+) -> tuple[TileGrid, np.ndarray, np.ndarray, ExtractionStats]:
+    t0 = time.perf_counter()
+    grid = select_tiles(slide, grid, settings.tiles)
+    kept = grid.kept_indices
+    if len(kept) < settings.features.min_tiles:
+        raise NoTissueError(
+            f"only {len(kept)} tiles hold tissue; at least {settings.features.min_tiles} are required",
+            slide.path,
+            fix="Check the slide and its pixel size (--mpp), or lower the minimum.",
+        )
+    used = sample_tiles(kept, settings.features.max_tiles, settings.features.sample_seed)
+    timings["select_tiles"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    encoder = load_bundle_encoder(bundle, device, settings)
+    timings["load_encoder"] = time.perf_counter() - t0
+
+    read = dataclasses.replace(settings.tiles, batch_size=settings.encoder_batch_size)
+    batches: Iterable = iter_tile_batches(slide, grid, used, read)
+    features, stats = extract_features(
+        encoder, batches, used, queue_size=settings.models.loader_queue, progress=progress
+    )
+    timings["encode"] = stats.seconds
+    return grid, used, features, stats
+
+
+def run_inference(
+    slide_path: Path,
+    bundle: Bundle,
+    settings: Settings,
+    mpp: float | None = None,
+    progress: ProgressLike = None,
+) -> InferenceResult:
+    """Predict the bundle's genes for one slide (fold-mean), recording inputs, QC and timings."""
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    settings = effective_settings(settings, bundle)
+    device = resolve_device(settings.device)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    cache = FeatureCache(Path(settings.cache_dir)) if settings.cache_dir is not None else None
+    slide_path = Path(slide_path)
+
+    t0 = time.perf_counter()
+    slide_hash = slide_sha256(slide_path)
+    timings["hash_slide"] = time.perf_counter() - t0
+
+    with open_slide(slide_path, mpp=mpp) as slide:
+        info = slide.info
+        t0 = time.perf_counter()
+        mask = compute_tissue_mask(slide, settings.tissue)
+        grid = build_tile_grid(slide, mask, settings.tiles)
+        timings["tissue_and_grid"] = time.perf_counter() - t0
+        key = _tile_key(slide_hash, mpp, bundle, settings, precision)
+        feats = _from_cache(cache, key, grid, settings)
+        if feats is None:
+            grid, used, tile_features, stats = _encode(
+                slide, grid, bundle, settings, device, progress, timings
+            )
+            feats = _Features(grid, used, tile_features, None, stats, False)
+
+    t0 = time.perf_counter()
+    clusters = feats.clusters
+    if clusters is None:
+        f = settings.features
+        clusters = cluster_features(
+            feats.tile_features, f.n_clusters, f.kmeans_seed, f.kmeans_n_init, f.empty_row_fill
+        )
+        _save_cache(cache, key, feats, clusters, settings)
+    timings["cluster"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ensemble = load_bundle_ensemble(bundle, device)
+    timings["load_aggregator"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    per_fold, mean = ensemble.predict(clusters.features)
+    timings["predict"] = time.perf_counter() - t0
+    if not np.isfinite(mean).all():
+        raise RuntimeError("the aggregator produced non-finite predictions from finite input")
+    timings["total"] = time.perf_counter() - start
+
+    kept = feats.grid.kept_indices
+    return InferenceResult(
+        slide_path=slide_path,
+        slide_sha256=slide_hash,
+        slide_info=info,
+        mask=mask,
+        grid=feats.grid,
+        kept_indices=kept,
+        used_indices=np.asarray(feats.used, dtype=np.int64),
+        max_tiles=settings.features.max_tiles,
+        sample_seed=settings.features.sample_seed,
+        tile_features=feats.tile_features,
+        cluster_labels=clusters.labels,
+        cluster_features=clusters.features,
+        cluster_method=clusters.method,
+        n_clusters_populated=clusters.n_populated,
+        filled_rows=clusters.filled_rows,
+        qc_warnings=_qc_warnings(bundle, info, feats.grid, clusters),
+        genes=bundle.genes,
+        expression=mean[0],
+        per_fold=per_fold[:, 0, :],
+        timings=timings,
+        encoder_name=bundle.encoder_name,
+        encoder_weights_sha256=bundle.encoder_weights.sha256,
+        bundle_name=bundle.name,
+        bundle_version=bundle.version,
+        bundle_manifest_sha256=bundle.manifest_sha256,
+        bundle_trained=bundle.trained,
+        cache_hit=feats.cache_hit,
+        device=str(device),
+        extraction=feats.extraction,
+        settings_used={
+            "tile_px": settings.tiles.tile_px,
+            "target_mpp": settings.tiles.target_mpp,
+            "mpp_override": mpp,
+            **_cluster_params(settings),
+            "max_tiles": settings.features.max_tiles,
+            "sample_seed": settings.features.sample_seed,
+            "precision": precision,
+        },
+    )

@@ -1,0 +1,104 @@
+"""Cluster features (k-means rows, fewer-than-100 and empty-cluster rules), tile sampling, feature cache."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+
+from sequoia_clinic.features import FeatureCache, cache_key, cluster_features, sample_tiles
+
+
+def _blobs(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=5.0, size=(12, d))
+    return (centres[rng.integers(0, 12, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def test_kmeans_rows_are_cluster_means_in_label_order():
+    x = _blobs(400)
+    result = cluster_features(x, n_clusters=100, seed=0, n_init=1)
+    assert result.features.shape == (100, 16) and result.features.dtype == np.float32
+    assert result.method == "kmeans" and result.n_populated == 100 and not result.filled_rows
+    assert not result.warnings
+    # independent: scikit-learn's own defaults (n_init='auto' = one k-means++ run) give the same labels
+    labels = KMeans(n_clusters=100, random_state=0).fit(x).labels_
+    np.testing.assert_array_equal(result.labels, labels)
+    for k in (0, 17, 99):
+        np.testing.assert_allclose(
+            result.features[k], x[labels == k].astype(np.float64).mean(axis=0), rtol=1e-5, atol=1e-5
+        )
+
+
+def test_cluster_features_are_deterministic():
+    x = _blobs(300, seed=1)
+    a, b = cluster_features(x), cluster_features(x.copy())
+    np.testing.assert_array_equal(a.features, b.features)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+@pytest.mark.parametrize("fill", ["slide-mean", "zeros"])
+def test_fewer_tiles_than_clusters_uses_tiles_as_tokens(fill):
+    x = _blobs(42, seed=2)
+    result = cluster_features(x, n_clusters=100, fill=fill)
+    assert result.method == "tiles" and result.n_populated == 42
+    np.testing.assert_array_equal(result.features[:42], x)
+    np.testing.assert_array_equal(result.labels, np.arange(42))
+    expected_fill = x.astype(np.float64).mean(axis=0) if fill == "slide-mean" else np.zeros(16)
+    np.testing.assert_allclose(result.features[42:], np.broadcast_to(expected_fill, (58, 16)), atol=1e-5)
+    assert result.filled_rows == tuple(range(42, 100))
+    assert "only 42 usable tiles" in result.warnings[0]
+    assert np.isfinite(result.features).all()
+
+
+def test_empty_clusters_are_filled_never_nan():
+    distinct = _blobs(60, seed=3)
+    x = np.concatenate([distinct, distinct, distinct[:30]])  # 150 tiles, only 60 distinct features
+    result = cluster_features(x, n_clusters=100)
+    assert result.method == "kmeans"
+    assert result.n_populated <= 60 and len(result.filled_rows) == 100 - result.n_populated
+    assert np.isfinite(result.features).all()
+    slide_mean = x.astype(np.float64).mean(axis=0)
+    for row in result.filled_rows:
+        np.testing.assert_allclose(result.features[row], slide_mean, atol=1e-5)
+    populated = sorted(set(range(100)) - set(result.filled_rows))
+    for row in populated[:5]:
+        np.testing.assert_allclose(result.features[row], x[result.labels == row].mean(axis=0), atol=1e-6)
+    assert set(np.unique(result.labels)) == set(populated)
+    assert "empty rows" in result.warnings[0] and "issue #20" in result.warnings[0]
+
+
+def test_cluster_features_refuse_bad_input():
+    with pytest.raises(ValueError, match="NaN"):
+        cluster_features(np.full((5, 3), np.nan, np.float32))
+    with pytest.raises(ValueError, match="n >= 1"):
+        cluster_features(np.zeros((0, 3), np.float32))
+
+
+def test_sampling_follows_python_random_with_the_seed():
+    kept = np.arange(10, 5010, 2)  # 2,500 kept tiles
+    assert np.array_equal(sample_tiles(kept, 4000, 99), kept)
+    sample = sample_tiles(kept, 1000, 99)
+    assert sample.tolist() == random.Random(99).sample(kept.tolist(), 1000)
+    assert len(set(sample.tolist())) == 1000 and set(sample.tolist()) <= set(kept.tolist())
+    assert np.array_equal(sample, sample_tiles(kept, 1000, 99))
+    assert not np.array_equal(sample, sample_tiles(kept, 1000, 98))
+
+
+def test_feature_cache_round_trip_and_keys(tmp_path):
+    cache = FeatureCache(tmp_path)
+    material = {"slide_sha256": "ab" * 32, "encoder": "uni", "tiles": {"tile_px": 256}}
+    key = cache_key(material)
+    assert key == cache_key(dict(reversed(list(material.items()))))
+    assert key != cache_key({**material, "encoder": "resnet50"})
+    assert key != cache_key({**material, "tiles": {"tile_px": 224}})
+    assert cache.load(key) is None
+    arrays = {"tile_features": np.arange(6, dtype=np.float32).reshape(2, 3), "used_indices": np.array([4, 1])}
+    path = cache.save(key, arrays, {"cluster_method": "tiles"})
+    entry = cache.load(key)
+    assert entry is not None and entry.meta["cluster_method"] == "tiles"
+    np.testing.assert_array_equal(entry.arrays["tile_features"], arrays["tile_features"])
+    path.write_bytes(b"truncated")
+    assert cache.load(key) is None

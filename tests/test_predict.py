@@ -1,0 +1,134 @@
+"""End to end on the real CMU slide with the demo bundle: run_inference and the `predict` command."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sequoia_clinic.bundles import load_bundle
+from sequoia_clinic.cli.main import app
+from sequoia_clinic.inference import run_inference
+from sequoia_clinic.settings import Settings
+
+META = ["slide_sha256", "bundle", "bundle_version", "bundle_trained", "tiles_used", "clusters_populated"]
+CMU_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"  # from the data README
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_bundle("sequoia-brca-demo")
+
+
+def test_run_inference_records_inputs_and_qc(cmu_svs, demo, tmp_path):
+    result = run_inference(cmu_svs, demo, Settings(cache_dir=tmp_path))
+    assert result.slide_sha256 == CMU_SHA256
+    assert result.expression.shape == (20820,) and np.isfinite(result.expression).all()
+    assert result.per_fold.shape == (2, 20820)
+    np.testing.assert_allclose(result.expression, result.per_fold.astype(np.float64).mean(axis=0))
+    assert result.genes == demo.genes and not result.cache_hit
+    n_kept = len(result.kept_indices)
+    assert 0 < n_kept < 100  # a small skin region: the fewer-than-100 rule applies
+    np.testing.assert_array_equal(result.used_indices, result.kept_indices)
+    assert result.tile_features.shape == (n_kept, 64)
+    np.testing.assert_array_equal(result.cluster_features[:n_kept], result.tile_features)
+    assert result.cluster_method == "tiles" and result.n_clusters_populated == n_kept
+    assert any("NOT trained" in w for w in result.qc_warnings)
+    assert any(f"only {n_kept} usable tiles" in w for w in result.qc_warnings)
+    assert result.tile_coords.shape == (n_kept, 2)
+    assert {"encode", "cluster", "predict", "total"} <= set(result.timings)
+
+    again = run_inference(cmu_svs, demo, Settings(cache_dir=tmp_path))
+    assert again.cache_hit and again.extraction is None and "encode" not in again.timings
+    np.testing.assert_array_equal(again.expression, result.expression)
+    np.testing.assert_array_equal(again.grid.keep, result.grid.keep)
+
+
+def test_tile_cap_samples_with_the_recorded_seed(cmu_svs, demo):
+    base = Settings()
+    settings = dataclasses.replace(base, features=dataclasses.replace(base.features, max_tiles=10))
+    result = run_inference(cmu_svs, demo, settings)
+    assert result.max_tiles == 10 and result.sample_seed == 99
+    expected = random.Random(99).sample(result.kept_indices.tolist(), 10)
+    assert result.used_indices.tolist() == expected
+    assert result.tile_features.shape == (10, 64)
+
+
+def test_predict_command_writes_all_genes_and_reuses_the_cache(cmu_svs, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "expression.csv"
+    args = ["predict", str(cmu_svs), "--bundle", "sequoia-brca-demo", "--out", str(out)]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    table = pd.read_csv(out)
+    assert len(table) == 1
+    assert list(table.columns[:6]) == META
+    genes = table.columns[6:]
+    assert len(genes) == 20820
+    values = table[genes].to_numpy(dtype=float)
+    assert np.isfinite(values).all()
+    assert table.loc[0, "slide_sha256"] == CMU_SHA256 and not table.loc[0, "bundle_trained"]
+    assert "NOT TRAINED" in first.stdout and "QC warning" in first.stdout
+
+    parquet = tmp_path / "expression.parquet"
+    second = runner.invoke(app, [*args[:5], str(parquet), *args[6:], "--genes", "ESR1,ERBB2"])
+    assert second.exit_code == 0, second.output
+    assert "features from cache" in second.stdout
+    row = pd.read_parquet(parquet)
+    assert list(row.columns) == [*META, "ESR1", "ERBB2"]
+    np.testing.assert_allclose(
+        row[["ESR1", "ERBB2"]].to_numpy(float), table[["ESR1", "ERBB2"]].to_numpy(float), rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--genes", "ESR1,NOT_A_GENE"], "NOT_A_GENE"),
+        (["--genes", "ESR1", "--all-genes"], "exclude each other"),
+        (["--device", "tpu" if torch.cuda.is_available() else "cuda"], "device"),
+        (["--bundle", "no-such-bundle"], "no bundle named"),
+    ],
+)
+def test_predict_user_errors_are_one_line_and_write_nothing(cmu_svs, tmp_path, extra, message):
+    out = tmp_path / "x.csv"
+    result = CliRunner().invoke(app, ["predict", str(cmu_svs), "--out", str(out), "--no-cache", "-q", *extra])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_predict_refuses_unknown_output_type(cmu_svs, tmp_path):
+    result = CliRunner().invoke(app, ["predict", str(cmu_svs), "--out", str(tmp_path / "x.txt"), "-q"])
+    assert result.exit_code == 2 and ".csv or .parquet" in result.stderr
+
+
+def test_dicom_conversion_predicts_the_same_as_the_svs(cmu_svs, cmu_dicom, demo):
+    svs = run_inference(cmu_svs, demo, Settings())
+    dicom = run_inference(cmu_dicom, demo, Settings())  # level 0 is pixel-identical (data README)
+    np.testing.assert_array_equal(dicom.tile_coords, svs.tile_coords)
+    np.testing.assert_array_equal(dicom.tile_features, svs.tile_features)
+    np.testing.assert_array_equal(dicom.expression, svs.expression)
+    assert dicom.slide_sha256 != svs.slide_sha256
+
+
+def test_kmeans_path_on_a_tcga_slide(tcga_svs, demo):
+    result = run_inference(tcga_svs, demo, Settings(), mpp=0.5)  # the file records no pixel size
+    assert len(result.kept_indices) >= 100 and result.cluster_method == "kmeans"
+    assert result.slide_info.mpp_source == "user"
+    labels, tiles = result.cluster_labels, result.tile_features.astype(np.float64)
+    for row in range(100):
+        members = tiles[labels == row]
+        if len(members):
+            np.testing.assert_allclose(result.cluster_features[row], members.mean(axis=0), atol=1e-5)
+        else:
+            assert row in result.filled_rows
+    assert result.n_clusters_populated == 100 - len(result.filled_rows)
+    assert np.isfinite(result.expression).all()
