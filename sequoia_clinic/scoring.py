@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 import pydicom
+import torch
 
 from sequoia_clinic import __version__
 from sequoia_clinic.aggregator.spatial import spatial_expression
-from sequoia_clinic.bundles import REPO_MODELS, Bundle, load_bundle
+from sequoia_clinic.bundles import REPO_MODELS, Bundle, load_bundle, load_bundle_ensemble
 from sequoia_clinic.errors import OptionError, RiskModelError
 from sequoia_clinic.fileio import atomic_dir, sha256_file, write_json_atomic
 from sequoia_clinic.inference import InferenceResult, run_inference
@@ -335,9 +336,12 @@ def _spatial_maps(
     SEQUOIA evaluates 10 x 10 windows holding more than 50 tiles; a small biopsy has no such window, so
     smaller windows are tried in turn (the statement in the report names the size used).
     """
+    ensemble = load_bundle_ensemble(bundle, torch.device(device))  # load (and verify) the folds once
     values = np.full((len(coords), len(genes)), np.nan)
     for window in SPATIAL_WINDOWS:
-        values = spatial_expression(features, coords, tile_size, bundle, genes, window, window, device=device)
+        values = spatial_expression(
+            features, coords, tile_size, ensemble, genes, window, window, device=device
+        )
         if np.isfinite(values[:, 0]).mean() >= 0.5:
             return values, window
     return values, SPATIAL_WINDOWS[-1]
