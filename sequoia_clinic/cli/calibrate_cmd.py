@@ -11,6 +11,7 @@ import contextlib
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -18,11 +19,11 @@ from sequoia_clinic.cli.common import user_errors
 from sequoia_clinic.errors import OptionError
 from sequoia_clinic.fileio import atomic_path
 from sequoia_clinic.settings import Settings
-from sequoia_clinic.signatures import get_signature
-from sequoia_clinic.survival import CutoffSpec, RiskModel, fit_risk_model
-from sequoia_clinic.survival.card import card_figure, card_markdown
-from sequoia_clinic.survival.cohort import UNITS_PER_YEAR, read_table
-from sequoia_clinic.survival.model import jsonable
+
+# The survival and signature modules (sksurv, lifelines, pandas, matplotlib) are imported inside the
+# functions that use them, not here, so `sequoia-clinic --help` and the other commands start fast.
+if TYPE_CHECKING:
+    from sequoia_clinic.survival import CutoffSpec, RiskModel
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...]:
@@ -42,6 +43,8 @@ def parse_names(text: str | None) -> tuple[str, ...]:
 
 def cutoff_spec(cutoffs: str | None, groups: str | None, scale: str, names: str | None) -> CutoffSpec:
     """--cutoffs (user, on --cutoff-scale) or --groups (quantile split); tertiles when neither is given."""
+    from sequoia_clinic.survival import CutoffSpec
+
     if cutoffs and groups:
         raise OptionError("--cutoffs and --groups are exclusive", fix="Pass one of them.")
     group_names = parse_names(names) or None
@@ -63,6 +66,9 @@ def card_paths(out: Path) -> dict[str, Path]:
 
 def write_model_and_card(model: RiskModel, out: Path, card: bool = True) -> list[Path]:
     """Render everything in memory, then write each file atomically (all or nothing on error)."""
+    from sequoia_clinic.survival.card import card_figure, card_markdown
+    from sequoia_clinic.survival.model import jsonable
+
     payload = (json.dumps(jsonable(model.to_dict()), indent=2, allow_nan=False) + "\n").encode()
     files: dict[Path, bytes] = {out: payload}
     if card:
@@ -150,6 +156,10 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Fit a penalised Cox risk model with cross-validated performance and a model card."""
+        from sequoia_clinic.signatures import get_signature
+        from sequoia_clinic.survival import fit_risk_model
+        from sequoia_clinic.survival.cohort import UNITS_PER_YEAR, read_table
+
         unit = require(time_unit, "--time-unit", "days|months|years")
         if unit not in UNITS_PER_YEAR:
             raise OptionError(

@@ -15,24 +15,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from PIL import Image
 
 from sequoia_clinic.cli.common import user_errors
 from sequoia_clinic.errors import OptionError
 from sequoia_clinic.fileio import atomic_path
 from sequoia_clinic.settings import Settings
-from sequoia_clinic.slides import (
-    Slide,
-    TileGrid,
-    build_tile_grid,
-    compute_tissue_mask,
-    open_slide,
-    render_overlay,
-    select_tiles,
-)
+
+if TYPE_CHECKING:
+    from sequoia_clinic.slides import Slide, TileGrid
 
 THUMBNAIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
 THUMBNAIL_SIZE = 1024
@@ -123,6 +116,17 @@ def run_inspect(
     slide_path: Path, mpp: float | None, thumbnail: Path | None, settings: Settings
 ) -> dict[str, Any]:
     """Open, mask and tile one slide; write the thumbnail if asked. Returns the report dictionary."""
+    # Imported here, not at module level, so `sequoia-clinic --help` starts fast.
+    from PIL import Image
+
+    from sequoia_clinic.slides import (
+        build_tile_grid,
+        compute_tissue_mask,
+        open_slide,
+        render_overlay,
+        select_tiles,
+    )
+
     picture_format = _thumbnail_format(thumbnail)
     with open_slide(slide_path, mpp=mpp) as slide:
         mask = compute_tissue_mask(slide, settings.tissue)

@@ -18,7 +18,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sequoia_clinic.bundles import REPO_MODELS, import_bundle, scan_bundles, verify_bundle
 from sequoia_clinic.cli.common import stderr_console, user_errors
 from sequoia_clinic.settings import ModelSettings, Settings
 
@@ -40,6 +39,9 @@ def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON array instead of a table."),
 ) -> None:
     """List the bundles found in the search folders."""
+    # Imported here, not at module level (torch, timm), so the CLI starts fast.
+    from sequoia_clinic.bundles import scan_bundles
+
     listings = scan_bundles(_settings(models_dir))
     if as_json:
         rows = []
@@ -94,6 +96,9 @@ def verify_command(
     models_dir: Path | None = MODELS_DIR_OPTION,
 ) -> None:
     """Check the sha256 of every file of a bundle against its manifest."""
+    # Imported here, not at module level (torch, timm), so the CLI starts fast.
+    from sequoia_clinic.bundles import verify_bundle
+
     report = verify_bundle(bundle, _settings(models_dir))
     table = Table(title=f"{report.bundle.name} {report.bundle.version}")
     for column in ("file", "role", "bytes", "sha256", "status"):
@@ -150,6 +155,9 @@ def import_command(
     ),
 ) -> None:
     """Build a bundle from local UNI weights and SEQUOIA checkpoint folders (no download)."""
+    # Imported here, not at module level (torch, timm), so the CLI starts fast.
+    from sequoia_clinic.bundles import REPO_MODELS, import_bundle
+
     bundle = import_bundle(
         name=name,
         sequoia_dirs=sequoia,

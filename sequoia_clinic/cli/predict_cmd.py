@@ -13,18 +13,23 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import typer
 from rich.console import Console
 
-from sequoia_clinic.bundles import Bundle, load_bundle
 from sequoia_clinic.cli.common import stderr_console, user_errors
-from sequoia_clinic.encoders import make_progress, resolve_device
 from sequoia_clinic.errors import OptionError
 from sequoia_clinic.fileio import atomic_path
-from sequoia_clinic.inference import InferenceResult, run_inference
 from sequoia_clinic.settings import ModelSettings, Settings
+
+# pandas and the pipeline stages (torch, timm) are imported inside the functions that use them, not here,
+# so `sequoia-clinic --help` and the other commands start fast.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sequoia_clinic.bundles import Bundle
+    from sequoia_clinic.inference import InferenceResult
 
 OUTPUT_FORMATS = (".csv", ".parquet")
 
@@ -70,6 +75,8 @@ def check_output(out: Path) -> str:
 
 def result_row(result: InferenceResult, genes: list[str]) -> pd.DataFrame:
     """One row: identifiers and QC counts, then the predicted value of each gene."""
+    import pandas as pd
+
     meta = {
         "slide_sha256": result.slide_sha256,
         "bundle": result.bundle_name,
@@ -157,6 +164,10 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Predict gene expression for one slide and write it as one row."""
+        from sequoia_clinic.bundles import load_bundle
+        from sequoia_clinic.encoders import make_progress, resolve_device
+        from sequoia_clinic.inference import run_inference
+
         suffix = check_output(out)
         resolve_device(device)
         base = Settings()

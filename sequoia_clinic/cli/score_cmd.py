@@ -12,23 +12,20 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from sequoia_clinic.cli.common import stderr_console, user_errors
 from sequoia_clinic.cli.predict_cmd import default_cache_dir
-from sequoia_clinic.encoders import make_progress, resolve_device
 from sequoia_clinic.errors import OptionError
-from sequoia_clinic.scoring import (
-    PatientOptions,
-    ScoreOutcome,
-    ScoreRequest,
-    default_out_dir,
-    parse_formats,
-    score_slide,
-)
 from sequoia_clinic.settings import ModelSettings, ReportSettings, Settings
+
+# sequoia_clinic.scoring and sequoia_clinic.encoders (torch, timm, sksurv) are imported inside the
+# functions that use them, not here, so `sequoia-clinic --help` and the other commands start fast.
+if TYPE_CHECKING:
+    from sequoia_clinic.scoring import ScoreOutcome, ScoreRequest
 
 
 def build_settings(
@@ -42,6 +39,8 @@ def build_settings(
     pseudonym_key: str | None,
 ) -> Settings:
     """The one frozen settings object for a score run, from the command-line options."""
+    from sequoia_clinic.encoders import resolve_device
+
     resolve_device(device)
     base = Settings()
     return dataclasses.replace(
@@ -57,6 +56,9 @@ def build_settings(
 
 def run_score(request: ScoreRequest, settings: Settings, quiet: bool) -> ScoreOutcome:
     """Run :func:`score_slide` with a progress display (terminal) or plain stage lines (logs)."""
+    from sequoia_clinic.encoders import make_progress
+    from sequoia_clinic.scoring import score_slide
+
     console = stderr_console()
     interactive = not quiet and sys.stderr.isatty()
 
@@ -139,6 +141,8 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     ) -> None:
         """Score one slide and write the patient report (research use only)."""
+        from sequoia_clinic.scoring import PatientOptions, ScoreRequest, default_out_dir, parse_formats
+
         if risk_model is not None and not risk_model.is_file():
             raise OptionError(
                 "risk model file not found", path=risk_model, fix="Pass an existing --risk-model JSON."

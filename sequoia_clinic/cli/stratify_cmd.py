@@ -10,15 +10,16 @@ stratify_figures.csv (every number) and stratify.json; all or nothing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from sequoia_clinic.cli.calibrate_cmd import cutoff_spec, parse_names, require
 from sequoia_clinic.cli.common import user_errors
 from sequoia_clinic.errors import OptionError
-from sequoia_clinic.survival import RiskModel
-from sequoia_clinic.survival.cohort import UNITS_PER_YEAR, read_table
-from sequoia_clinic.survival.stratify import StratifyResult, stratify, write_outputs
+
+if TYPE_CHECKING:
+    from sequoia_clinic.survival.stratify import StratifyResult
 
 
 def summary_lines(result: StratifyResult, out: Path) -> list[str]:
@@ -78,6 +79,11 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="Output folder."),
     ) -> None:
         """Kaplan-Meier by risk group with log-rank tests, hazard ratios and the C-index."""
+        # Imported here, not at module level (sksurv, lifelines, matplotlib), so the CLI starts fast.
+        from sequoia_clinic.survival import RiskModel
+        from sequoia_clinic.survival.cohort import UNITS_PER_YEAR, read_table
+        from sequoia_clinic.survival.stratify import stratify, write_outputs
+
         if time_unit not in UNITS_PER_YEAR:
             raise OptionError(
                 f"--time-unit '{time_unit}' is not days, months or years", fix="Pass days, months or years."
