@@ -407,12 +407,12 @@ def _draw_slide(
     height: int,
     mpp: float,
     genes: Sequence[tuple[str, str]],
-    panel_h_frac: float,
+    layout: tuple[float, float, float],
 ) -> None:
+    panel_h_frac, bottom, bar_drop = layout  # fractions of the figure height (see slide_panels)
     n_panels = 1 + len(genes)
     gap = 0.02
     panel_w = (1 - gap * (n_panels + 1)) / n_panels
-    bottom = 1 - 0.06 - panel_h_frac
     ax = fig.add_axes((gap, bottom, panel_w, panel_h_frac))
     _show_slide(ax, images.thumbnail, width, height, gray=False)
     if images.tissue_mask is not None:
@@ -448,10 +448,12 @@ def _draw_slide(
         collection.set_array(values)
         ax.add_collection(collection)
         ax.set_title(gene, fontsize=FONT, fontweight="bold", pad=3)
-        cax = fig.add_axes((left + 0.1 * panel_w, bottom - 0.075, 0.8 * panel_w, 0.022))
+        cax = fig.add_axes((left + 0.1 * panel_w, bottom - bar_drop, 0.8 * panel_w, bar_drop / 3))
         bar = fig.colorbar(collection, cax=cax, orientation="horizontal")
         bar.ax.tick_params(labelsize=FONT - 1.5, length=2, pad=1)
-        bar.locator = ticker.MaxNLocator(nbins=3)
+        bar.locator = ticker.MaxNLocator(nbins=2)  # few, short labels: the panels are narrow
+        decimals = min(6, max(0, 1 - math.floor(math.log10(vmax - vmin))))
+        bar.formatter = ticker.FormatStrFormatter(f"%.{decimals}f")
         bar.update_ticks()
         bar.set_label(f"predicted {unit}", fontsize=FONT - 1, labelpad=1)
 
@@ -470,7 +472,7 @@ def slide_panels(
     panel_w_mm = width_mm * (1 - 0.02 * (n_panels + 1)) / n_panels
     aspect = min(max(height / width, 0.45), 1.6)
     panel_h_mm = panel_w_mm * aspect
-    fig_h_mm = panel_h_mm / 0.70  # title above, colour bar below
-    return _render(
-        _draw_slide, width_mm, fig_h_mm, dpi, images, width, height, mpp, genes, panel_h_mm / fig_h_mm
-    )
+    title_mm, below_mm, bar_drop_mm = 6.0, 17.0, 7.5  # fixed room for titles and colour bars, in mm
+    fig_h_mm = panel_h_mm + title_mm + below_mm
+    layout = (panel_h_mm / fig_h_mm, below_mm / fig_h_mm, bar_drop_mm / fig_h_mm)
+    return _render(_draw_slide, width_mm, fig_h_mm, dpi, images, width, height, mpp, genes, layout)
