@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sequoia_clinic.errors import OptionError
+
 _CHUNK = 1 << 20
 
 
@@ -52,6 +54,24 @@ def write_text_atomic(target: Path, text: str) -> None:
 
 def write_json_atomic(target: Path, obj: Any) -> None:
     write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def check_output_dir(target: Path) -> None:
+    """Fail early (before any work) when ``target`` cannot become an output folder."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise OptionError(
+            "the output path exists and is not a folder", path=target, fix="Choose a folder name."
+        )
+    ancestor = target
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    try:  # a real probe: os.access says yes to root even on read-only or pseudo file systems
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=ancestor))
+    except OSError:
+        raise OptionError(
+            "cannot create or write the output folder", path=target, fix="Choose a writable folder."
+        ) from None
 
 
 @contextlib.contextmanager

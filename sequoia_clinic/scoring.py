@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,7 @@ from sequoia_clinic import __version__
 from sequoia_clinic.aggregator.spatial import spatial_expression
 from sequoia_clinic.bundles import REPO_MODELS, Bundle, load_bundle, load_bundle_ensemble
 from sequoia_clinic.errors import OptionError, RiskModelError
-from sequoia_clinic.fileio import atomic_dir, sha256_file, write_json_atomic
+from sequoia_clinic.fileio import atomic_dir, check_output_dir, sha256_file, write_json_atomic
 from sequoia_clinic.inference import InferenceResult, run_inference
 from sequoia_clinic.report import (
     AbsoluteRisk,
@@ -110,6 +111,25 @@ class ScoreOutcome:
     report: ReportData
     risk: PatientRisk
     inference: InferenceResult
+
+
+DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
+SEX_VALUES = ("F", "M", "O")
+
+
+def check_patient_options(options: PatientOptions) -> None:
+    """Validate the command-line patient fields before any work (messages never repeat the values)."""
+    if options.birth_date is not None:
+        try:
+            ok = DATE_PATTERN.fullmatch(options.birth_date) and dt.date.fromisoformat(options.birth_date)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise OptionError("--birth-date is not a valid date", fix="Pass it as YYYY-MM-DD.")
+    if options.sex is not None and options.sex.strip().upper() not in SEX_VALUES:
+        raise OptionError("--sex is not one of F, M, O", fix="Pass F, M or O.")
+    if options.accession is not None and len(options.accession) > 16:
+        raise OptionError("--accession is longer than 16 characters (the DICOM limit)", fix="Shorten it.")
 
 
 def default_out_dir(slide: Path) -> Path:
@@ -417,6 +437,8 @@ def score_slide(
     now: dt.datetime | None = None,
 ) -> ScoreOutcome:
     """Run every stage for one slide and write the requested outputs atomically into ``request.out_dir``."""
+    check_patient_options(request.patient)
+    check_output_dir(request.out_dir)
     stage = on_stage or (lambda name: None)
     now = now or dt.datetime.now(dt.UTC)
     timings: dict[str, float] = {}

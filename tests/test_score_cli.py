@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -112,9 +113,10 @@ def test_dicom_slide_fields_and_study(dicom_with_patient: Path, tmp_path: Path) 
     assert report.StudyInstanceUID == source.StudyInstanceUID
     assert report.SeriesInstanceUID != source.SeriesInstanceUID
     assert report.SOPInstanceUID != source.SOPInstanceUID
-    assert bytes(report.EncapsulatedDocument)[: int(report.EncapsulatedDocumentLength)] == (
-        out / "report.pdf"
-    ).read_bytes()
+    assert (
+        bytes(report.EncapsulatedDocument)[: int(report.EncapsulatedDocumentLength)]
+        == (out / "report.pdf").read_bytes()
+    )
     result_json = json.loads((out / "result.json").read_text())
     validate_result(result_json)
     assert result_json["slide"]["format"] == "dicom"
@@ -189,6 +191,44 @@ def test_bad_options_exit_2(cmu_svs: Path, tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert result.output.strip().startswith("error:")
         assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--birth-date", "1970/02/03"],
+        ["--birth-date", "1970-02-30"],
+        ["--sex", "X"],
+        ["--accession", "A" * 17],
+    ],
+)
+def test_bad_patient_options_exit_2_before_any_work(cmu_svs: Path, tmp_path: Path, extra: list[str]) -> None:
+    out = tmp_path / "out"
+    result = _score(cmu_svs, out, *extra)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().startswith("error: --")
+    assert extra[1] not in result.output  # the value itself (patient data) is not echoed
+    assert not out.exists()
+
+
+def test_output_path_that_is_a_file_or_unwritable_exit_2(cmu_svs: Path, tmp_path: Path) -> None:
+    a_file = tmp_path / "afile"
+    a_file.write_text("keep me")
+    result = _score(cmu_svs, a_file)
+    assert result.exit_code == 2 and "not a folder" in result.output
+    assert a_file.read_text() == "keep me"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = _score(cmu_svs, locked / "sub" / "out")
+        if os.geteuid() != 0:  # root may write anywhere; the probe then succeeds
+            assert result.exit_code == 2 and "writable" in result.output
+        assert not (locked / "sub").exists() or result.exit_code == 0
+    finally:
+        locked.chmod(0o700)
+    result = _score(cmu_svs, Path("/proc/sequoia-out"))
+    assert result.exit_code == 2 and "writable" in result.output
 
 
 def test_corrupt_risk_model_exit_2(cmu_svs: Path, tmp_path: Path) -> None:

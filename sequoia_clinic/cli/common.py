@@ -40,5 +40,9 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise fail("interrupted; no output was written.", 130) from None
         except PermissionError as exc:
             raise fail(f"{exc.filename}: permission denied. Choose a path you can write to.") from None
+        except OSError as exc:  # disk full, read-only or vanished folders: the environment, not a bug
+            where = f"{exc.filename}: " if exc.filename else ""
+            reason = exc.strerror or type(exc).__name__
+            raise fail(f"{where}{reason}. Check the path, free space and permissions.") from None
 
     return wrapper
