@@ -1,6 +1,6 @@
 """The SEQUOIA ViS aggregator: a linear-cost SummaryMixing transformer over the 100 cluster tokens.
 
-Written from the equations (see ../shared reference notes §3); module and parameter names reproduce the
+Written from the equations (SEQUOIA paper and sequoia-pub src/tformer_lin.py); module and parameter names reproduce the
 published checkpoints ``gevaertlab/sequoia-<cancer>-<fold>`` exactly, so their ``model.safetensors`` loads
 with ``strict=True`` (1,013 tensors, 53,762,388 parameters at the published config). For each head:
 
