@@ -261,7 +261,7 @@ def _cohort(model: RiskModel) -> CalibrationCohort:
         cutoff_source=str(info.get("groups", {}).get("description", "fixed at calibration")),
         km_curves=curves,
         at_risk_times=ticks,
-        performance=_metrics(model.performance.get("metrics", {})),
+        performance=_metrics(model.performance),
         description=str(training.get("cohort", "")),
         lp_cutoffs=tuple(float(c) for c in model.cutoffs),
     )
@@ -271,13 +271,18 @@ def _endpoint(text: str) -> str:
     return "Distant metastasis-free survival" if "metastasis" in text.lower() else text
 
 
-def _metrics(metrics: dict[str, Any]) -> tuple[Metric, ...]:
+def _metrics(performance: dict[str, Any]) -> tuple[Metric, ...]:
+    metrics = performance.get("metrics", {})
+    design = performance.get("design", {})
+    tau = design.get("uno_tau_years")
+    ibs_times = design.get("ibs_times_years") or []
+    ibs_note = f"{min(ibs_times):g}-{max(ibs_times):g} years" if ibs_times else ""
     wanted = (
         ("harrell_c", "Harrell C", ""),
-        ("uno_c", "Uno C", "tau = 10 years"),
+        ("uno_c", "Uno C", f"tau = {tau:.3g} years" if _finite(tau) else ""),
         ("auc_5y", "AUC at 5 years", "cumulative/dynamic"),
         ("auc_10y", "AUC at 10 years", "cumulative/dynamic"),
-        ("ibs", "Integrated Brier score", "1-10 years"),
+        ("ibs", "Integrated Brier score", ibs_note),
         ("calibration_slope_10y", "Calibration slope", "at 10 years; 1 is ideal"),
     )
     out = []
@@ -398,17 +403,40 @@ def _images(
     )
 
 
-def _qc(inference: InferenceResult, risk: PatientRisk) -> QualityControl:
+def calibration_warning(model: RiskModel) -> str | None:
+    """A warning unless the risk model says it was calibrated on slide-predicted expression."""
+    source = str(model.info.get("expression_source", "unknown"))
+    if source == "predicted":
+        return None
+    what = "measured" if source == "measured" else "an unstated kind of"
+    return (
+        f"The risk model was calibrated on {what} expression, not on expression predicted from slides: its "
+        "risks for this slide are not valid until it is re-calibrated on predicted expression "
+        "(sequoia-clinic calibrate)."
+    )
+
+
+def _qc(inference: InferenceResult, risk: PatientRisk, model: RiskModel) -> QualityControl:
     info = inference.slide_info
     width, height = info.level_dimensions[0]
     area_mm2 = inference.mask.tissue_fraction * width * height * info.mpp[0] * info.mpp[1] / 1e6
-    flags = [f for f in risk.flags if "outside the calibration" not in f]  # the report adds range warnings
+    # The report adds its own per-gene and LP range warnings; the model's other flags (scale mismatch,
+    # horizons beyond follow-up) are kept.
+    own = ("inputs outside the calibration range", "(extrapolation)")
+    flags = [f for f in risk.flags if not f.endswith(own)]
     return QualityControl(
         tissue_area_mm2=round(float(area_mm2), 2),
         tissue_fraction=round(float(inference.mask.tissue_fraction), 4),
         tiles_kept=int(len(inference.kept_indices)),
         tiles_used=int(len(inference.used_indices)),
-        warnings=tuple(dict.fromkeys([*inference.qc_warnings, *flags])),
+        warnings=tuple(
+            dict.fromkeys(
+                # the report states an untrained bundle itself (bundle_trained in Provenance)
+                w
+                for w in (calibration_warning(model), *inference.qc_warnings, *flags)
+                if w and not (not inference.bundle_trained and "NOT trained" in w)
+            )
+        ),
     )
 
 
@@ -478,7 +506,7 @@ def score_slide(
         report_date=created[:10],
         created=created,
         slide=_slide_record(request, inference),
-        qc=_qc(inference, risk),
+        qc=_qc(inference, risk, model),
         risk=_risk_result(model, risk),
         cohort=_cohort(model),
         signature=_signature_result(model, risk, expression),

@@ -367,6 +367,14 @@ def _render_figures(data: ReportData, text: ReportText, settings: ReportSettings
     )
 
 
+def _warning_pointer(data: ReportData, text: ReportText, st: _Styles) -> list[Flowable]:
+    """One line on page 1 that points to the quality-control warnings, so none goes unseen."""
+    count = len(content.all_warnings(data, text))
+    if count == 0:
+        return []
+    return [Spacer(1, 1 * mm), _p("⚠ " + text.fill("warnings", "pointer", count=count), st.warning)]
+
+
 def _page_one(data: ReportData, text: ReportText, st: _Styles, figs: _Figures) -> list[Flowable]:
     cohort = data.cohort
     return [
@@ -382,6 +390,7 @@ def _page_one(data: ReportData, text: ReportText, st: _Styles, figs: _Figures) -
         _p(text.fill("captions", "score_bar", cutoff_source=cohort.cutoff_source), st.caption),
         Spacer(1, 2 * mm),
         _sentence_box(content.plain_sentence(data, text), st, text),
+        *_warning_pointer(data, text, st),
         KeepTogether(
             [
                 _p(text.sections["where"], st.section),

@@ -84,7 +84,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
         "genes_truncated",
         "out_of_range",
     ),
-    "warnings": ("untrained", "lp_out_of_range", "genes_out_of_range", "none"),
+    "warnings": ("untrained", "lp_out_of_range", "genes_out_of_range", "none", "pointer"),
     "intended_use": ("statement", "limitations", "demo"),
     "layout": ("group_colors", "group_tints", "banner_color", "accent_color", "rule_color"),
 }
