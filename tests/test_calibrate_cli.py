@@ -177,3 +177,95 @@ def test_missing_table_and_missing_option(tmp_path: Path, cohort_csv: Path) -> N
     del args[args.index("--time-col") : args.index("--time-col") + 2]
     result = run(args)
     assert result.exit_code == 2 and "missing --time-col" in result.stderr
+
+
+def _one_line_error(result, *messages: str) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.output
+    for message in messages:
+        assert message in lines[0], lines[0]
+    return lines[0]
+
+
+def _with_ids(cohort_csv: Path) -> pd.DataFrame:
+    frame = pd.read_csv(cohort_csv)
+    frame.insert(0, "patient_id", [f"PAT-{i:04d}-SMITH" for i in range(len(frame))])
+    return frame
+
+
+def test_messy_csv_files_get_short_messages(cohort_csv: Path, tmp_path: Path) -> None:
+    frame = _with_ids(cohort_csv)
+    semicolon = tmp_path / "semicolon.csv"
+    frame.to_csv(semicolon, sep=";", index=False)
+    line = _one_line_error(run(base_args(semicolon, tmp_path / "m.json")), "looks semicolon-separated")
+    assert len(line) < 250 and "CLN8" not in line
+    latin = tmp_path / "latin.csv"
+    frame.rename(columns={"age": "âge"}).to_csv(latin, index=False, encoding="cp1252")
+    _one_line_error(run(base_args(latin, tmp_path / "m.json")), "not UTF-8 text", "Save it as UTF-8 CSV")
+    args = base_args(cohort_csv, tmp_path / "m.json")
+    args[args.index("time_days")] = "follow_up"
+    line = _one_line_error(run(args), "column 'follow_up' not found", ", ...")
+    assert line.count(",") < 15  # at most 10 column names listed
+    assert not list(tmp_path.glob("m*"))
+
+
+def test_errors_do_not_echo_cell_values(cohort_csv: Path, tmp_path: Path) -> None:
+    table = tmp_path / "ids.csv"
+    _with_ids(cohort_csv).to_csv(table, index=False)
+    args = base_args(table, tmp_path / "m.json")
+    args[args.index("dmfs_event")] = "patient_id"
+    line = _one_line_error(run(args), "event column 'patient_id' must be 0/1", "198 other value(s)")
+    assert "pat-" not in line.lower() and "smith" not in line.lower()
+
+
+def test_cutoffs_leaving_a_group_empty(cohort_csv: Path, tmp_path: Path) -> None:
+    result = run(base_args(cohort_csv, tmp_path / "m.json") + ["--cutoffs", "0,5"])
+    _one_line_error(result, "leave risk group 'high' empty in the training data")
+    assert not list(tmp_path.glob("m*"))
+
+
+def test_short_follow_up_refuses_risk_cutoffs_at_5_years(cohort_csv: Path, tmp_path: Path) -> None:
+    frame = pd.read_csv(cohort_csv)
+    four_years = 4 * 365.25  # follow-up ends before the 5-year horizon
+    frame["dmfs_event"] = frame["dmfs_event"] * (frame["time_days"] <= four_years)
+    frame["time_days"] = frame["time_days"].clip(upper=four_years)
+    frame.to_csv(tmp_path / "short.csv", index=False)
+    result = run(
+        base_args(tmp_path / "short.csv", tmp_path / "m.json")
+        + ["--cutoffs", "0.1,0.3", "--cutoff-scale", "risk5"]
+    )
+    _one_line_error(result, "baseline survival at 5 years is not estimable")
+    assert not list(tmp_path.glob("m*"))
+
+
+def test_unpenalised_fit_that_fails_is_one_line(cohort_csv: Path, tmp_path: Path) -> None:
+    # 57 genes, 51 events: sksurv's Newton-Raphson breaks down ("search direction contains NaN")
+    result = run(base_args(cohort_csv, tmp_path / "m.json") + ["--penalty", "0"])
+    _one_line_error(result, "unpenalised Cox fit failed", "Drop --penalty 0")
+    assert not list(tmp_path.glob("m*"))
+
+
+def test_separated_unpenalised_fit_is_warned_about(cohort_csv: Path, tmp_path: Path) -> None:
+    subset = tmp_path / "sub40.csv"
+    pd.read_csv(cohort_csv).sample(40, random_state=1).to_csv(subset, index=False)
+    out = tmp_path / "m.json"
+    result = run(base_args(subset, out) + ["--penalty", "0", "--no-card"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    largest = max(abs(v) for v in data["coefficients"].values())
+    assert largest > 10
+    (warning,) = data["fit_warnings"]
+    assert "exceed 10 per SD" in warning and warning in data["notes"]
+    assert f"warning: {warning}" in result.stderr
+    row = pd.read_csv(cohort_csv).iloc[0]
+    flags = RiskModel.load(out).apply({g: row[g] for g in data["genes"]}).flags
+    assert flags[0] == f"risk model warning: {warning}"
+
+
+def test_tiny_cohort_without_signal_is_one_line(cohort_csv: Path, tmp_path: Path) -> None:
+    subset = tmp_path / "small.csv"
+    pd.read_csv(cohort_csv).iloc[:25].assign(dmfs_event=1).to_csv(subset, index=False)
+    result = run(base_args(subset, tmp_path / "m.json"))
+    _one_line_error(result, "every coefficient was shrunk to zero")

@@ -107,7 +107,13 @@ def test_group_column_matches_lifelines(cohort: pd.DataFrame, cohort_csv: Path, 
         "stratify_figures.csv",
     ]
     assert (tmp_path / "s" / "km.pdf").read_bytes().startswith(b"%PDF")
-    assert "group 'unkown' has no events: its hazard ratio is not estimable" in summary["notes"]
+    assert hrs["unkown"]["hazard_ratio"] is None and hrs["unkown"]["note"] == (
+        "not estimable: group 'unkown' has no events"
+    )
+    assert (
+        "hazard ratio of 'unkown' vs 'well differentiated' not estimable: group 'unkown' has no events"
+        in (summary["notes"])
+    )
     curves = pd.read_csv(tmp_path / "s" / "km_curves.csv")
     for _, group in curves.groupby("group"):
         assert np.all(np.diff(group["survival"]) <= 0)
@@ -184,7 +190,7 @@ def test_model_groups_match_apply(cohort: pd.DataFrame, cohort_csv: Path, tmp_pa
     [
         (["--risk-col", "size", "--group-col", "grade"], "cannot be combined"),
         (["--risk-col", "sise"], "did you mean 'size'"),
-        (["--group-col", "grade", "--group-order", "low,high"], "lacks group"),
+        (["--group-col", "grade", "--group-order", "low,high"], "--group-order lacks 4 of the 4 group(s)"),
         (["--model", str(MODEL), "--groups", "median"], "frozen cut-offs"),
         (["--risk-col", "size", "--time-unit", "days"], "time unit mismatch"),
         ([], "no grouping"),
@@ -208,3 +214,58 @@ def test_stratify_errors(extra: list[str], message: str, cohort_csv: Path, tmp_p
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "s").exists()
+
+
+def _stratify(table: Path, out: Path, *extra: str):
+    return run(
+        ["stratify", str(table), "--time-col", "years", "--event-col", "event", "--out", str(out), *extra]
+    )
+
+
+def test_reference_group_without_events(cohort: pd.DataFrame, tmp_path: Path) -> None:
+    table = tmp_path / "few.csv"
+    few = cohort.assign(event=0)
+    few.loc[few["size"] > few["size"].median(), "event"] = cohort["event"]  # no events in the low half
+    few.to_csv(table, index=False)
+    result = _stratify(table, tmp_path / "s", "--risk-col", "size", "--cutoffs", str(few["size"].median()))
+    assert result.exit_code == 0, result.output
+    assert "HR high vs low: not estimable: reference group 'low' has no events" in result.output
+    summary = json.loads((tmp_path / "s" / "stratify.json").read_text())
+    (hr,) = summary["hazard_ratios_vs_lowest"]
+    assert hr["hazard_ratio"] is None and hr["lower"] is None and hr["upper"] is None
+    assert summary["curves"][0]["events"] == 0
+    assert not any("quantile" in note for note in summary["notes"])  # the cut-off was given by the user
+    figures = pd.read_csv(tmp_path / "s" / "stratify_figures.csv")
+    assert figures.loc[figures["section"] == "hazard_ratio", "value"].isna().all()
+
+
+def test_identifier_column_is_refused_without_echoing_it(cohort: pd.DataFrame, tmp_path: Path) -> None:
+    table = tmp_path / "ids.csv"
+    cohort.assign(patient_id=[f"PAT-{i:04d}-SMITH" for i in range(len(cohort))]).to_csv(table, index=False)
+    result = _stratify(table, tmp_path / "s", "--group-col", "patient_id")
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "group column 'patient_id' has 198 distinct values (at most 20)" in line
+    assert "SMITH" not in line and not (tmp_path / "s").exists()
+    result = _stratify(table, tmp_path / "s", "--group-col", "grade", "--group-order", "intermediate")
+    (line,) = result.stderr.strip().splitlines()
+    assert "lacks 3 of the 4 group(s)" in line and "differentiated" not in line
+
+
+def test_model_risk_column_must_be_the_linear_predictor(cohort: pd.DataFrame, tmp_path: Path) -> None:
+    model = RiskModel.load(MODEL)
+    rows = cohort[list(model.genes)].to_dict("records")
+    applied = [model.apply(row) for row in rows]
+    table = tmp_path / "scored.csv"
+    cohort.assign(lp=[r.linear_predictor for r in applied], score=[r.score for r in applied]).to_csv(
+        table, index=False
+    )
+    result = _stratify(table, tmp_path / "s", "--model", str(MODEL), "--risk-col", "score")
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "risk column 'score' looks like the 0-100 score, not the model's linear predictor" in line
+    result = _stratify(table, tmp_path / "s", "--model", str(MODEL), "--risk-col", "lp")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "s" / "stratify.json").read_text())
+    groups = [r.group for r in applied]
+    assert [c["n"] for c in summary["curves"]] == [groups.count(g) for g in model.group_names]

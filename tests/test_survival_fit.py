@@ -10,12 +10,14 @@ from lifelines.utils import concordance_index
 from sklearn.model_selection import StratifiedKFold
 from sksurv.datasets import load_breast_cancer
 
-from sequoia_clinic.errors import RiskModelError
+from sequoia_clinic.errors import OptionError, RiskModelError, TableError
 from sequoia_clinic.settings import RiskSettings
-from sequoia_clinic.signatures import collapse_probes, get_signature
-from sequoia_clinic.survival import CutoffSpec, fit_risk_model
+from sequoia_clinic.signatures import Signature, collapse_probes, get_signature
+from sequoia_clinic.survival import CutoffSpec, RiskModel, fit_risk_model
+from sequoia_clinic.survival import fit as fit_module
 from sequoia_clinic.survival.cox import PenaltyOptions, fit_cox, standardisation
 from sequoia_clinic.survival.fit import cv_repeat
+from sequoia_clinic.survival.metrics import OutOfFold
 
 FAST = RiskSettings(cv_repeats=2, n_bootstrap_metrics=20, n_bootstrap_fit=20)
 
@@ -98,3 +100,53 @@ def test_user_penalty_and_deterministic(cohort: pd.DataFrame) -> None:
     )
     assert a.info["penalty"]["alpha"] == 0.5 and a.info["penalty"]["chosen_by"] == "fixed by the user"
     assert a.to_dict() == b.to_dict()
+
+
+FIVE = Signature("five", ("GOLM1", "YIF1A", "CBX3", "PLK1", "FEN1"), None, (), "test", "five wang76 genes")
+TINY = RiskSettings(cv_repeats=1, outer_folds=3, n_bootstrap_metrics=10, n_bootstrap_fit=10)
+
+
+def _fit(frame: pd.DataFrame, **kwargs) -> RiskModel:
+    return fit_risk_model(
+        frame, FIVE, time_col="months", event_col="dmfs", time_unit="months", settings=TINY, **kwargs
+    )
+
+
+def test_horizons_past_the_follow_up_are_not_estimable(cohort: pd.DataFrame) -> None:
+    short = cohort.assign(
+        months=cohort["months"].clip(upper=48.0), dmfs=cohort["dmfs"] & (cohort["months"] <= 48)
+    )
+    model = _fit(short)
+    raw = model.to_dict()
+    assert raw["max_follow_up"] == pytest.approx(4.0) and model.baseline_times[-1] == pytest.approx(4.0)
+    assert raw["baseline_survival_at"] == {"5": None, "10": None}  # not S0(4 y) carried forward
+    assert raw["bootstrap_fit"]["baseline_survival_at"]["5"] == [None] * 10
+    assert not {k for k in raw["performance"]["metrics"] if k.endswith(("_5y", "_10y"))}
+    patient = model.apply(cohort.iloc[0][list(FIVE.genes)].to_dict())
+    assert patient.risk_5y is None and patient.risk_10y is None and len(patient.flags) == 2
+    with pytest.raises(OptionError, match="baseline survival at 5 years is not estimable"):
+        _fit(short, cutoffs=CutoffSpec("user", (0.1, 0.3), "risk5"))
+
+
+def test_cutoffs_that_leave_a_group_empty_are_refused(cohort: pd.DataFrame) -> None:
+    with pytest.raises(
+        OptionError, match=r"leave risk group 'high' empty in the training data \(counts \d+, \d+, 0"
+    ):
+        _fit(cohort, cutoffs=CutoffSpec("user", (0.0, 5.0), "lp"))
+    oof = OutOfFold(
+        lp=np.zeros(4),
+        survival=np.ones((4, 1)),
+        null_survival=np.ones((4, 1)),
+        groups=np.array([0, 0, 2, 2]),
+        grid=np.array([1.0]),
+    )
+    time, event = np.array([1.0, 2.0, 3.0, 4.0]), np.array([True, False, True, False])
+    with pytest.raises(OptionError, match="group 'intermediate' gets no patients in cross-validation"):
+        fit_module._cv_km(time, event, oof, ("low", "intermediate", "high"), (1.0,), 0, CutoffSpec())
+
+
+def test_too_little_follow_up_is_refused(cohort: pd.DataFrame) -> None:
+    degenerate = cohort.assign(months=0.0)
+    degenerate.loc[:5, "months"] = 24.0  # 6 of 198 patients followed at all
+    with pytest.raises(TableError, match="too little follow-up"):
+        _fit(degenerate)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +197,71 @@ def test_rebuild_reproduces_the_shipped_model(raw: dict) -> None:
     assert rebuilt["performance"]["metrics"]["harrell_c"]["mean"] == pytest.approx(
         raw["performance"]["metrics"]["harrell_c"]["mean"], abs=1e-10
     )
+
+
+def _toy_model(last: float, draws5: list[float], coefficient: float = 1.0, **info) -> RiskModel:
+    """One gene, lp = value; S0 steps down to 0.8 at ``last`` years (the longest follow-up)."""
+    times = tuple(np.linspace(last / 4, last, 4))
+    return RiskModel(
+        signature="toy",
+        genes=("A",),
+        covariates=(),
+        means=(0.0,),
+        sds=(1.0,),
+        coefficients=(coefficient,),
+        train_min=(-3.0,),
+        train_max=(3.0,),
+        baseline_times=times,
+        baseline_survival=(0.95, 0.9, 0.85, 0.8),
+        cutoffs=(0.0,),
+        group_names=("low", "high"),
+        training_lp=tuple(np.linspace(-2, 2, 21)),
+        bootstrap_coefficients=tuple((coefficient * f,) for f in np.linspace(0.8, 1.2, len(draws5))),
+        bootstrap_baseline={"5": tuple(draws5), "10": tuple(draws5)},
+        max_follow_up=last,
+        info=dict(info),
+    )
+
+
+def test_no_absolute_risk_past_the_calibration_follow_up(tmp_path: Path) -> None:
+    model = _toy_model(4.0, [0.8] * 10)
+    assert model.baseline_survival_at(4.0) == 0.8 and model.baseline_survival_at(4.01) is None
+    result = model.apply({"A": 0.5})
+    assert (result.risk_5y, result.risk_5y_ci, result.risk_10y, result.risk_10y_ci) == (None,) * 4
+    assert "absolute risk at 5 years not estimable: calibration follow-up ends at 4.0 years" in result.flags
+    # a file without max_follow_up (read as infinite) still stops at the last baseline time
+    assert replace(model, max_follow_up=math.inf).apply({"A": 0.5}).risk_5y is None
+
+
+def test_risk_interval_uses_only_refits_that_reach_the_horizon(tmp_path: Path) -> None:
+    draws = [0.7 + 0.01 * i for i in range(20)]
+    draws[3] = math.nan  # that resample's follow-up ended before 5 years
+    model = _toy_model(12.0, draws)
+    model.save(tmp_path / "m.json")
+    assert (
+        json.loads((tmp_path / "m.json").read_text())["bootstrap_fit"]["baseline_survival_at"]["5"][3] is None
+    )
+    loaded = RiskModel.load(tmp_path / "m.json")
+    result = loaded.apply({"A": 0.5})
+    # independent: clog-log normal interval from the 19 refits that estimate S0(5)
+    keep = np.isfinite(draws)
+    beta = np.linspace(0.8, 1.2, 20)[keep]
+    eta_b = np.log(-np.log(np.array(draws)[keep])) + beta * 0.5
+    eta = np.log(-np.log(0.95)) + 0.5  # S0 steps at 3, 6, 9, 12 years: S0(5) = 0.95
+    se = np.std(eta_b, ddof=1)
+    expected = [1 - np.exp(-np.exp(eta - 1.96 * se)), 1 - np.exp(-np.exp(eta + 1.96 * se))]
+    assert result.risk_5y == pytest.approx(1 - 0.95 ** np.exp(0.5))
+    assert list(result.risk_5y_ci) == pytest.approx(expected)
+    sparse = _toy_model(12.0, [math.nan] * 5 + [0.8] * 15)  # only 75% of the refits reach 5 years
+    result = sparse.apply({"A": 0.5})
+    assert result.risk_5y is not None and result.risk_5y_ci is None
+    assert any("95% CI of the 5-year risk not estimable" in f for f in result.flags)
+
+
+def test_separated_model_warns_and_does_not_overflow() -> None:
+    warning = "1 coefficient(s) exceed 10 per SD in absolute value (largest 500 for A)"
+    model = _toy_model(12.0, [0.8] * 10, coefficient=500.0, fit_warnings=[warning])
+    result = model.apply({"A": 3.0})  # lp = 1500: exp(lp) overflows a float
+    assert result.risk_5y == 1.0 and result.risk_5y_ci == (1.0, 1.0)
+    assert result.flags[0] == f"risk model warning: {warning}"
+    assert model.apply({"A": -3.0}).risk_10y == 0.0

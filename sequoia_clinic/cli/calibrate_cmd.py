@@ -198,3 +198,5 @@ def register(app: typer.Typer) -> None:
         )
         written = write_model_and_card(model, target, card)
         typer.echo("\n".join(summary_lines(model, written)))
+        for warning in model.fit_warnings:
+            typer.echo(f"warning: {warning}", err=True)

@@ -34,6 +34,9 @@ def summary_lines(result: StratifyResult, out: Path) -> list[str]:
             f"log-rank p = {result.logrank['p_value']:.3g} ({result.logrank['degrees_of_freedom']} df)"
         )
     for hr in result.hazard_ratios:
+        if hr["hazard_ratio"] is None:
+            lines.append(f"HR {hr['group']} vs {hr['reference']}: {hr['note']}")
+            continue
         lines.append(
             f"HR {hr['group']} vs {hr['reference']}: {hr['hazard_ratio']:.2f} (95% CI {hr['lower']:.2f}-{hr['upper']:.2f})"
         )
@@ -48,7 +51,12 @@ def register(app: typer.Typer) -> None:
     def stratify_cmd(
         table: Path = typer.Argument(..., help="Cohort table (CSV or Parquet): one row per patient."),
         risk_col: str | None = typer.Option(
-            None, "--risk-col", help="Continuous risk score column (higher = worse)."
+            None,
+            "--risk-col",
+            help="Continuous risk score column (higher = worse). With --model it must hold the model's "
+            "linear predictor (not the 0-100 score: a 0-100 column spanning over 10x the model's training "
+            "linear-predictor range is refused). With --model and no --risk-col, the linear predictor is "
+            "computed from the table's gene columns.",
         ),
         group_col: str | None = typer.Option(None, "--group-col", help="Risk-group column."),
         model: Path | None = typer.Option(

@@ -188,7 +188,8 @@ def card_markdown(model: RiskModel, figure_name: str | None = None) -> str:
             )
         for hr in km.get("hazard_ratios_vs_lowest", []):
             lines.append(
-                f"HR {hr['group']} vs {hr['reference']}: {hr['hazard_ratio']:.2f} ({hr['lower']:.2f}-{hr['upper']:.2f})."
+                f"HR {hr['group']} vs {hr['reference']}: "
+                f"{_fmt(hr['hazard_ratio'], 2)} ({_fmt(hr['lower'], 2)}-{_fmt(hr['upper'], 2)})."
             )
     lines += [
         "",
@@ -204,7 +205,8 @@ def card_markdown(model: RiskModel, figure_name: str | None = None) -> str:
         ci, uci = row["hr_per_sd_bootstrap_ci"], row["univariable_ci"]
         lines.append(
             f"| {row['name']} | {row['mean']:.3f} | {row['sd']:.3f} | {row['coefficient_per_sd']:.4f} | "
-            f"{row['hr_per_sd']:.3f} ({_fmt(ci[0])}-{_fmt(ci[1])}) | {row['univariable_hr_per_sd']:.2f} ({uci[0]:.2f}-{uci[1]:.2f}) |"
+            f"{row['hr_per_sd']:.3f} ({_fmt(ci[0])}-{_fmt(ci[1])}) | "
+            f"{_fmt(row['univariable_hr_per_sd'], 2)} ({_fmt(uci[0], 2)}-{_fmt(uci[1], 2)}) |"
         )
     notes = model.info.get("notes", [])
     if notes:

@@ -20,6 +20,8 @@ from sequoia_clinic.errors import InputPathError, OptionError, TableError
 UNITS_PER_YEAR = {"days": 365.25, "months": 12.0, "years": 1.0}
 MAX_PLAUSIBLE_YEARS = 50.0  # a longest follow-up above this means the time unit is wrong
 MIN_PLAUSIBLE_YEARS = 1.0  # a longest follow-up below this (for a cohort) means the time unit is wrong
+MAX_LISTED_COLUMNS = 10  # column names shown in a message
+MAX_NAME_CHARS = 40  # longer column names are cut in messages
 TRUE_WORDS = {"1", "1.0", "true", "t", "yes", "y"}
 FALSE_WORDS = {"0", "0.0", "false", "f", "no", "n"}
 
@@ -50,15 +52,40 @@ def read_table(path: Path) -> pd.DataFrame:
         if suffix in {".parquet", ".pq"}:
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8")
+    except UnicodeDecodeError:
+        raise TableError("the table is not UTF-8 text", path, "Save it as UTF-8 CSV.") from None
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise TableError(
             f"cannot read the table ({type(exc).__name__})", path, "Give a CSV or Parquet file."
         ) from None
+    frame.columns = [str(c) for c in frame.columns]
+    _check_separator(frame, path, suffix)
     if frame.empty:
         raise TableError("the table has no rows", path, "Give one row per patient.")
-    frame.columns = [str(c) for c in frame.columns]
     return frame
+
+
+def _check_separator(frame: pd.DataFrame, path: Path, suffix: str) -> None:
+    """A single column whose name holds another separator: the file was saved with the wrong one."""
+    if frame.shape[1] != 1:
+        return
+    name = frame.columns[0]
+    expected = "tab" if suffix == ".tsv" else "comma"
+    for separator, word in ((";", "semicolon"), ("\t", "tab"), (",", "comma")):
+        if separator in name and word != expected:
+            raise TableError(
+                f"the table looks {word}-separated (one column found)",
+                path,
+                "Save it as comma-separated CSV (or tab-separated with a .tsv name).",
+            )
+
+
+def column_list(frame: pd.DataFrame) -> str:
+    """The first few column names for a message, long names cut."""
+    names = [c if len(c) <= MAX_NAME_CHARS else c[: MAX_NAME_CHARS - 3] + "..." for c in frame.columns]
+    more = ", ..." if len(names) > MAX_LISTED_COLUMNS else ""
+    return ", ".join(names[:MAX_LISTED_COLUMNS]) + more
 
 
 def require_columns(
@@ -70,9 +97,8 @@ def require_columns(
             continue
         close = difflib.get_close_matches(column, list(frame.columns), n=1, cutoff=0.6)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        shown = ", ".join(list(frame.columns)[:15]) + (", ..." if frame.shape[1] > 15 else "")
         raise TableError(
-            f"{what} '{column}' not found{hint}; the table has {frame.shape[1]} columns: {shown}",
+            f"{what} '{column}' not found{hint}; the table has {frame.shape[1]} columns: {column_list(frame)}",
             path,
             "Pass the exact column name.",
         )
@@ -105,12 +131,12 @@ def parse_event(series: pd.Series, name: str, path: Path | None) -> np.ndarray:
         return series.to_numpy(dtype=bool)
     text = series.astype(str).str.strip().str.lower()
     ok = text.isin(TRUE_WORDS | FALSE_WORDS) & series.notna()
-    if not ok.all():
-        examples = ", ".join(sorted(set(text[~ok]))[:3])
+    if not ok.all():  # counts only: the values could be patient identifiers
         raise TableError(
-            f"event column '{name}' must be 0/1 or true/false; found {int((~ok).sum())} other value(s) ({examples})",
+            f"event column '{name}' must be 0/1 or true/false; found {int((~ok).sum())} other value(s) "
+            f"in {series.size} rows",
             path,
-            "Code events as 1 (event) or 0 (censored).",
+            "Check that it is the event column, and code events as 1 (event) or 0 (censored).",
         )
     return text.isin(TRUE_WORDS).to_numpy()
 

@@ -49,10 +49,16 @@ class CoxFit:
     alpha_path: np.ndarray | None = None
     cv_partial_loglik: np.ndarray | None = None
 
+    @property
+    def last_time(self) -> float:
+        """The longest follow-up of the training data: S0 is not estimable after it."""
+        return float(self.baseline_times[-1])
+
     def survival_at(self, lp: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """S(t | lp) for each lp (rows) and time (columns)."""
+        """S(t | lp) for each lp (rows) and time (columns); NaN after the last training time."""
         s0 = baseline_at(self.baseline_times, self.baseline_survival, times)
-        return s0[None, :] ** np.exp(lp)[:, None]
+        with np.errstate(over="ignore"):  # exp(lp) overflows for a separated fit: s0 ** inf = 0
+            return s0[None, :] ** np.exp(lp)[:, None]
 
 
 def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,14 +74,22 @@ def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def baseline_at(times: np.ndarray, survival: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Evaluate a right-continuous step function S0 (1 before the first event time) at ``at``."""
-    index = np.searchsorted(times, np.asarray(at, dtype=float), side="right") - 1
-    return np.where(index >= 0, survival[np.clip(index, 0, None)], 1.0)
+    """Evaluate a right-continuous step function S0 at ``at``: 1 before the first time, NaN after the last.
+
+    ``times`` are all distinct observed times (events and censorings), so the last one is the end of
+    follow-up: the survival curve is unknown after it and is not carried forward.
+    """
+    at = np.asarray(at, dtype=float)
+    index = np.searchsorted(times, at, side="right") - 1
+    value = np.where(index >= 0, survival[np.clip(index, 0, None)], 1.0)
+    return np.where(at > times[-1], np.nan, value) if len(times) else np.full(at.shape, np.nan)
 
 
 def breslow_baseline(lp: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Breslow baseline survival (at lp = 0) on the distinct observed times, via scikit-survival."""
-    estimator = BreslowEstimator().fit(lp, event, time)
+    with warnings.catch_warnings(), np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # exp(lp) overflows for a separated fit
+        estimator = BreslowEstimator().fit(lp, event, time)
     return estimator.unique_times_.astype(float), estimator.baseline_survival_.y.astype(float)
 
 
@@ -115,10 +129,11 @@ def _coxnet(
         warnings.simplefilter("ignore", ConvergenceWarning)
         try:
             model.fit(z, y)
-        except ArithmeticError:
+        except (ArithmeticError, AssertionError, ValueError, np.linalg.LinAlgError):
+            # sksurv raises ArithmeticError or ValueError, or fails its finite-coefficient assert
             raise RiskModelError(
                 "the penalised Cox fit diverged (weights too large)",
-                fix="Use fewer genes or a larger minimum penalty (alpha_min_ratio).",
+                fix="Use fewer genes, more events, or a larger penalty.",
             ) from None
     return model
 
@@ -148,6 +163,7 @@ def cv_partial_likelihood(
     """Verweij-van Houwelingen cross-validated partial log-likelihood for each alpha on the path."""
     folds = StratifiedKFold(n_splits=options.inner_folds, shuffle=True, random_state=seed)
     total = np.zeros(alphas.size)
+    evaluated = np.zeros(alphas.size, dtype=int)
     for train, _ in folds.split(z, event):
         _, coefs = coxnet_path(z[train], time[train], event[train], options, alphas, factor)
         lp_all = z @ coefs
@@ -156,8 +172,10 @@ def cv_partial_likelihood(
             total[j] += partial_log_likelihood(lp_all[:, j], time, event) - partial_log_likelihood(
                 lp_train[:, j], time[train], event[train]
             )
-    if coefs.shape[1] < alphas.size:  # a path that stopped early: never pick the missing alphas
-        total[coefs.shape[1] :] = -np.inf
+        evaluated[: coefs.shape[1]] += 1
+    # A fold whose path stopped early leaves the smallest alphas with a sum over fewer folds, which is
+    # less negative and would favour them: only alphas evaluated in every fold may be chosen.
+    total[evaluated < options.inner_folds] = -np.inf
     return total
 
 
@@ -165,8 +183,21 @@ def _unpenalised(z: np.ndarray, time: np.ndarray, event: np.ndarray) -> np.ndarr
     model = CoxPHSurvivalAnalysis(alpha=0.0, ties="breslow", n_iter=200, tol=1e-12)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.fit(z, Surv.from_arrays(event, time))
-    return np.asarray(model.coef_, dtype=float)
+        try:
+            model.fit(z, Surv.from_arrays(event, time))
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError):
+            # e.g. "search direction contains NaN": more predictors than the events can support
+            raise RiskModelError(
+                f"the unpenalised Cox fit failed ({z.shape[1]} predictors, {int(np.sum(event))} events)",
+                fix="Drop --penalty 0 so that the penalty is chosen by cross-validation, or use fewer genes.",
+            ) from None
+    coef = np.asarray(model.coef_, dtype=float)
+    if not np.isfinite(coef).all():
+        raise RiskModelError(
+            "the unpenalised Cox fit gave non-finite coefficients",
+            fix="Drop --penalty 0 so that the penalty is chosen by cross-validation, or use fewer genes.",
+        )
+    return coef
 
 
 def fit_cox(
@@ -207,4 +238,6 @@ def fixed_alpha_coef(
     """Coefficients at one alpha, reached along the path above it (warm starts keep Coxnet fast)."""
     alphas = np.append(path[path > alpha], alpha)
     _, coefs = coxnet_path(z, time, event, options, alphas, factor)
+    # Coxnet (like glmnet) may stop the path early once the deviance no longer changes: the last
+    # coefficients reached are then the solution at ``alpha`` to within that tolerance.
     return coefs[:, -1]

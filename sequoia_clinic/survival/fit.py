@@ -24,6 +24,7 @@ from sklearn.model_selection import StratifiedKFold
 from sksurv.nonparametric import kaplan_meier_estimator
 
 from sequoia_clinic import __version__
+from sequoia_clinic.errors import OptionError, RiskModelError, TableError
 from sequoia_clinic.settings import RiskSettings
 from sequoia_clinic.signatures import Signature
 from sequoia_clinic.survival import cohort as cohort_io
@@ -48,6 +49,10 @@ from sequoia_clinic.survival.km import (
 )
 from sequoia_clinic.survival.metrics import MetricPlan, OutOfFold, summarise
 from sequoia_clinic.survival.model import RISK_HORIZONS, RiskModel
+
+LARGE_COEFFICIENT = 10.0  # |beta| per SD above this means separation or a fit that did not converge
+# the lifelines/numpy failures of auxiliary fits (PH check, univariable HRs): recorded as null + a note
+FIT_FAILURES = (ValueError, ArithmeticError, np.linalg.LinAlgError)
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,9 @@ def _options(settings: RiskSettings) -> PenaltyOptions:
     )
 
 
-def metric_plan(time: np.ndarray, event: np.ndarray, settings: RiskSettings) -> MetricPlan:
+def metric_plan(
+    time: np.ndarray, event: np.ndarray, settings: RiskSettings, path: Path | None = None
+) -> MetricPlan:
     """Horizons the cohort can support: before the display limit and with at least one earlier event."""
     limit = min(display_limit(time), float(time.max()) * 0.999)
 
@@ -102,6 +109,13 @@ def metric_plan(time: np.ndarray, event: np.ndarray, settings: RiskSettings) -> 
 
     upper = min(10.0, limit)
     lower = max(upper / 10.0, float(time.min()) + 1e-6)
+    if not upper > lower:
+        raise TableError(
+            f"too little follow-up to evaluate a model: fewer than 10% of patients (or 10) are followed "
+            f"beyond {limit:.2g} years",
+            path,
+            "Check the time column and its unit; a cohort needs follow-up beyond its first few events.",
+        )
     return MetricPlan(
         horizons=tuple(h for h in settings.auc_horizons_years if usable(h)),
         calibration_horizons=tuple(h for h in settings.calibration_horizons_years if usable(h)),
@@ -110,9 +124,10 @@ def metric_plan(time: np.ndarray, event: np.ndarray, settings: RiskSettings) -> 
     )
 
 
-def _s0_at(fit: CoxFit, horizons: Sequence[float]) -> dict[float, float]:
+def _s0_at(fit: CoxFit, horizons: Sequence[float]) -> dict[float, float | None]:
+    """S0 at each horizon; None (not estimable) after the last follow-up time of the fit's data."""
     values = baseline_at(fit.baseline_times, fit.baseline_survival, np.asarray(horizons, dtype=float))
-    return {float(h): float(v) for h, v in zip(horizons, values, strict=True)}
+    return {float(h): float(v) if np.isfinite(v) else None for h, v in zip(horizons, values, strict=True)}
 
 
 def cv_repeat(
@@ -154,7 +169,10 @@ def _bootstrap_fits(
     seed: int,
     factor: np.ndarray | None,
 ) -> tuple[np.ndarray, dict[str, list[float]]]:
-    """Refits on bootstrap resamples at the chosen penalty: coefficients and S0 at 5 and 10 years."""
+    """Refits on bootstrap resamples at the chosen penalty: coefficients and S0 at 5 and 10 years.
+
+    S0 is NaN (saved as null) in a resample whose longest follow-up ends before the horizon.
+    """
     rng = np.random.default_rng(seed)
     coefs, s0 = [], {f"{h:g}": [] for h in RISK_HORIZONS}
     for _ in range(n_boot):
@@ -171,14 +189,22 @@ def _bootstrap_fits(
     return np.asarray(coefs).reshape(n_boot, z.shape[1]), s0
 
 
-def _univariable(values: np.ndarray, time: np.ndarray, event: np.ndarray) -> dict[str, float]:
-    """Unpenalised HR per SD of one predictor with its Wald 95% CI (lifelines)."""
+def _univariable(values: np.ndarray, time: np.ndarray, event: np.ndarray) -> dict[str, Any]:
+    """Unpenalised HR per SD of one predictor with its Wald 95% CI (lifelines); null if it fails."""
     frame = pd.DataFrame(
         {"x": (values - values.mean()) / values.std(), "time": time, "event": event.astype(int)}
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        row = CoxPHFitter().fit(frame, "time", "event").summary.loc["x"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            row = CoxPHFitter().fit(frame, "time", "event").summary.loc["x"]
+    except FIT_FAILURES:
+        return {
+            "univariable_hr_per_sd": None,
+            "univariable_ci": [None, None],
+            "univariable_p": None,
+            "univariable_note": "not estimable: the univariable Cox fit did not converge",
+        }
     return {
         "univariable_hr_per_sd": float(row["exp(coef)"]),
         "univariable_ci": [float(row["exp(coef) lower 95%"]), float(row["exp(coef) upper 95%"])],
@@ -187,6 +213,11 @@ def _univariable(values: np.ndarray, time: np.ndarray, event: np.ndarray) -> dic
 
 
 def _predictor_table(data: CohortMatrix, mean, sd, coef, boot_coefs) -> list[dict[str, Any]]:
+    with np.errstate(over="ignore"):  # HR = exp(beta) is infinite for a separated fit (saved as null)
+        return _predictor_rows(data, mean, sd, coef, boot_coefs)
+
+
+def _predictor_rows(data: CohortMatrix, mean, sd, coef, boot_coefs) -> list[dict[str, Any]]:
     rows = []
     time, event = data.survival.time, data.survival.event
     for j, name in enumerate(data.predictors):
@@ -211,16 +242,30 @@ def _predictor_table(data: CohortMatrix, mean, sd, coef, boot_coefs) -> list[dic
     return rows
 
 
+PH_METHOD = (
+    "Schoenfeld-residual test of the apparent linear predictor against rank(time) "
+    "(lifelines proportional_hazard_test)"
+)
+
+
 def _ph_check(lp: np.ndarray, time: np.ndarray, event: np.ndarray) -> dict[str, Any]:
     frame = pd.DataFrame({"lp": lp, "time": time, "event": event.astype(int)})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cph = CoxPHFitter().fit(frame, "time", "event")
-        result = proportional_hazard_test(cph, frame, time_transform="rank")
-    p_value = float(np.asarray(result.p_value).ravel()[0])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cph = CoxPHFitter().fit(frame, "time", "event")
+            result = proportional_hazard_test(cph, frame, time_transform="rank")
+        p_value = float(np.asarray(result.p_value).ravel()[0])
+    except FIT_FAILURES:
+        return {
+            "method": PH_METHOD,
+            "test_statistic": None,
+            "p_value": None,
+            "apparent_hr_per_unit_lp": None,
+            "interpretation": "not estimable: the Cox fit of the linear predictor did not converge",
+        }
     return {
-        "method": "Schoenfeld-residual test of the apparent linear predictor against rank(time) "
-        "(lifelines proportional_hazard_test)",
+        "method": PH_METHOD,
         "test_statistic": float(np.asarray(result.test_statistic).ravel()[0]),
         "p_value": p_value,
         "apparent_hr_per_unit_lp": float(np.exp(cph.params_["lp"])),
@@ -295,6 +340,15 @@ def _cv_km(time, event, oof: OutOfFold, names: Sequence[str], horizons, seed: in
     ticks = tick_times(limit)
     labels = np.array([names[g] for g in oof.groups])
     present = [n for n in names if (labels == n).any()]
+    if len(present) < len(names):
+        # a report draws one cross-validated curve per group: a model without one cannot be used
+        empty = next(n for n in names if n not in present)
+        raise OptionError(
+            f"risk group '{empty}' gets no patients in cross-validation "
+            f"(counts {', '.join(str(int((labels == n).sum())) for n in names)})",
+            fix="Use fewer groups or cut-offs that leave more patients in each group; if --penalty 0 was "
+            "given, let the penalty be chosen by cross-validation.",
+        )
     return {
         "description": (
             f"cross-validated groups (fold seed {seed}): each patient's group comes from a model fitted "
@@ -341,8 +395,11 @@ def fit_risk_model(
     s0 = _s0_at(final, RISK_HORIZONS)
     cut = resolve_cutoffs(spec, lp, s0)
     names = spec.group_names()
+    counts = np.bincount(assign_groups(lp, cut), minlength=len(names))
+    check_groups(lp, counts, names)
+    fit_warnings = coefficient_warnings(final.coef, data.predictors)
 
-    plan = metric_plan(time, event, settings)
+    plan = metric_plan(time, event, settings, path)
     grid = np.unique(np.r_[plan.ibs_times, plan.horizons, plan.calibration_horizons, RISK_HORIZONS])
     repeats = [
         cv_repeat(
@@ -381,7 +438,7 @@ def fit_risk_model(
             "scale": spec.scale,
             "user_values": list(spec.values),
             "description": spec.describe(),
-            "training_counts": [int(c) for c in np.bincount(assign_groups(lp, cut), minlength=len(names))],
+            "training_counts": [int(c) for c in counts],
         },
         "training": {
             **_training_summary(time, event, time_unit, settings.auc_horizons_years),
@@ -423,7 +480,8 @@ def fit_risk_model(
             "risk CI = normal interval on the log(-log) scale with the bootstrap SD",
         },
         "settings": asdict(settings),
-        "notes": list(notes),
+        "fit_warnings": fit_warnings,
+        "notes": [*notes, *fit_warnings],
     }
     return RiskModel(
         signature=signature.name,
@@ -444,3 +502,34 @@ def fit_risk_model(
         max_follow_up=float(time.max()),
         info=info,
     )
+
+
+def check_groups(lp: np.ndarray, counts: np.ndarray, names: Sequence[str]) -> None:
+    """Every risk group must hold training patients (a report draws one curve per group)."""
+    if np.ptp(lp) == 0:
+        raise RiskModelError(
+            "every coefficient was shrunk to zero: the genes show no prognostic signal in this cohort, "
+            "so no risk groups can be formed",
+            fix="Check the event coding and the endpoint, or use a cohort with more events.",
+        )
+    empty = [n for n, c in zip(names, counts, strict=True) if c == 0]
+    if empty:
+        raise OptionError(
+            f"the cut-offs leave risk group '{empty[0]}' empty in the training data "
+            f"(counts {', '.join(str(int(c)) for c in counts)}; linear predictor range "
+            f"{lp.min():.3g} to {lp.max():.3g})",
+            fix="Choose cut-offs (or a split into fewer groups) that leave patients in every group.",
+        )
+
+
+def coefficient_warnings(coef: np.ndarray, predictors: Sequence[str]) -> list[str]:
+    """A warning when a coefficient per SD is implausibly large (separation or non-convergence)."""
+    large = np.abs(coef) > LARGE_COEFFICIENT
+    if not large.any():
+        return []
+    worst = int(np.argmax(np.abs(coef)))
+    return [
+        f"{int(large.sum())} coefficient(s) exceed {LARGE_COEFFICIENT:g} per SD in absolute value "
+        f"(largest {coef[worst]:.3g} for {predictors[worst]}): the fit separated the data or did not "
+        "converge, so risks from this model are unreliable; use a penalty (drop --penalty 0) or more events"
+    ]

@@ -93,21 +93,37 @@ def pairwise_logrank(time: np.ndarray, event: np.ndarray, labels: np.ndarray) ->
 def hazard_ratios_vs_reference(
     time: np.ndarray, event: np.ndarray, labels: np.ndarray, order: Sequence[str]
 ) -> list[dict[str, object]]:
-    """HR (95% CI) of each group vs the first group of ``order``, from one Cox model on indicators."""
+    """HR (95% CI) of each group vs the first group of ``order``, from one Cox model on indicators.
+
+    An HR is not estimable (null, with a note) when its group or the reference has no events (the
+    maximum-likelihood estimate is 0 or infinite) or when the Cox fit fails. Groups without events are
+    left out of the fit: that is the limit of the full fit as their coefficients go to minus infinity,
+    so the other groups' HRs are unchanged.
+    """
     reference, others = order[0], [g for g in order[1:] if (labels == g).any()]
     if not others:
         return []
-    frame = pd.DataFrame({f"g{i}": (labels == g).astype(float) for i, g in enumerate(others)})
-    frame["time"], frame["event"] = time, event.astype(int)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cph = CoxPHFitter().fit(frame, duration_col="time", event_col="event")
-    summary = cph.summary
-    rows = []
-    for i, group in enumerate(others):
-        row = summary.loc[f"g{i}"]
-        rows.append(
-            {
+    events = {g: int(event[labels == g].sum()) for g in [reference, *others]}
+    if events[reference] == 0:
+        return [_not_estimable(g, reference, f"reference group '{reference}' has no events") for g in others]
+    fitted = [g for g in others if events[g] > 0]
+    rows = {g: _not_estimable(g, reference, f"group '{g}' has no events") for g in others if events[g] == 0}
+    if fitted:
+        keep = np.isin(labels, [reference, *fitted])
+        frame = pd.DataFrame({f"g{i}": (labels[keep] == g).astype(float) for i, g in enumerate(fitted)})
+        frame["time"], frame["event"] = time[keep], event[keep].astype(int)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                summary = CoxPHFitter().fit(frame, duration_col="time", event_col="event").summary
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError):
+            summary = None
+        for i, group in enumerate(fitted):
+            if summary is None:
+                rows[group] = _not_estimable(group, reference, "the Cox fit did not converge")
+                continue
+            row = summary.loc[f"g{i}"]
+            rows[group] = {
                 "group": str(group),
                 "reference": str(reference),
                 "hazard_ratio": float(row["exp(coef)"]),
@@ -115,8 +131,19 @@ def hazard_ratios_vs_reference(
                 "upper": float(row["exp(coef) upper 95%"]),
                 "p_value": float(row["p"]),
             }
-        )
-    return rows
+    return [rows[g] for g in others]
+
+
+def _not_estimable(group: str, reference: str, reason: str) -> dict[str, object]:
+    return {
+        "group": str(group),
+        "reference": str(reference),
+        "hazard_ratio": None,
+        "lower": None,
+        "upper": None,
+        "p_value": None,
+        "note": f"not estimable: {reason}",
+    }
 
 
 def tick_times(max_time: float, step: float | None = None) -> list[float]:

@@ -11,6 +11,8 @@ Score:  the percentile (0-100) of lp among the calibration cohort's apparent lin
 Risk CI: the bootstrap refits give lp_b and S0_b(t); the SD of log(-log S_b(t | x)) over refits sets a
 normal interval on the complementary log-log scale (the scale of Greenwood's log-log KM intervals), so
 the interval always lies in [0, 1] and contains the point estimate.
+Horizons after the calibration cohort's longest follow-up are not estimable: S0 is never carried
+forward, so such a risk (and its CI) is None and the patient result carries a flag saying why.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ SCORE_DEFINITION = (
     "of the calibration cohort (mid-rank for ties); it ranks a patient against that cohort only"
 )
 SCALE_WARNING_FRACTION = 0.5  # more genes than this outside the training range: probably another scale
+MIN_VALID_BOOTSTRAP = 0.9  # share of refits that must estimate S0(t) for a risk CI at t
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class RiskModel:
     bootstrap_baseline: Mapping[str, tuple[float, ...]] = field(
         default_factory=dict, hash=False
     )  # "5" -> S0_b(5)
-    max_follow_up: float = math.inf  # years; absolute risk beyond it is not estimable
+    max_follow_up: float = math.inf  # years; no absolute risk after it (nor after the last baseline time)
     time_unit: str = "years"
     info: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -119,13 +122,19 @@ class RiskModel:
     def predictor_table(self) -> list[dict[str, Any]]:
         return list(self.info.get("predictors", []))
 
+    @property
+    def fit_warnings(self) -> list[str]:
+        """Warnings about the fit itself (e.g. implausibly large coefficients), stored at calibration."""
+        return [str(w) for w in self.info.get("fit_warnings", [])]
+
     def baseline_survival_at(self, t: float) -> float | None:
-        """S0(t), or None beyond the longest follow-up of the calibration cohort."""
+        """S0(t), or None beyond the longest follow-up of the calibration cohort (never carried forward)."""
         if t > self.max_follow_up:
             return None
-        return float(
-            baseline_at(np.asarray(self.baseline_times), np.asarray(self.baseline_survival), np.array([t]))[0]
+        value = baseline_at(
+            np.asarray(self.baseline_times), np.asarray(self.baseline_survival), np.array([t])
         )
+        return float(value[0]) if np.isfinite(value[0]) else None
 
     # ---- scoring -----------------------------------------------------------------------------------
     def linear_predictor(self, values: np.ndarray) -> np.ndarray:
@@ -143,7 +152,10 @@ class RiskModel:
     def absolute_risk(self, lp: float, t: float) -> float | None:
         """1 - S0(t) ** exp(lp), or None where S0(t) is not estimable."""
         s0 = self.baseline_survival_at(t)
-        return None if s0 is None else float(1.0 - s0 ** math.exp(lp))
+        if s0 is None:
+            return None
+        with np.errstate(over="ignore"):  # exp(lp) overflows for a separated fit: s0 ** inf = 0
+            return float(1.0 - np.power(s0, np.exp(np.float64(lp))))
 
     def risk_interval(self, z: np.ndarray, lp: float, t: float) -> tuple[float, float] | None:
         """95% CI of the absolute risk at t from the bootstrap refits (complementary log-log scale)."""
@@ -151,13 +163,15 @@ class RiskModel:
         draws = self.bootstrap_baseline.get(f"{t:g}")
         if s0 is None or draws is None or not self.bootstrap_coefficients:
             return None
-        lp_b = np.asarray(self.bootstrap_coefficients) @ z
-        s0_b = np.clip(np.asarray(draws), 1e-12, 1 - 1e-12)
-        eta_b = np.log(-np.log(s0_b)) + lp_b
-        eta = math.log(-math.log(min(max(s0, 1e-12), 1 - 1e-12))) + lp
+        s0_b = np.asarray(draws, dtype=float)
+        valid = np.isfinite(s0_b)  # NaN: that refit's resample ended before t
+        if valid.sum() < max(2, MIN_VALID_BOOTSTRAP * s0_b.size):
+            return None
+        lp_b = np.asarray(self.bootstrap_coefficients)[valid] @ z
+        eta_b = np.log(-np.log(np.clip(s0_b[valid], 1e-12, 1 - 1e-12))) + lp_b
+        eta = math.log(-math.log(_clip(s0))) + lp
         se = float(np.std(eta_b, ddof=1))
-        surv_hi, surv_lo = math.exp(-math.exp(eta - 1.96 * se)), math.exp(-math.exp(eta + 1.96 * se))
-        return (1.0 - surv_hi, 1.0 - surv_lo)
+        return (1.0 - _cloglog_survival(eta - 1.96 * se), 1.0 - _cloglog_survival(eta + 1.96 * se))
 
     def group_of(self, lp: float) -> int:
         return int(assign_groups(np.array([lp]), self.cutoffs)[0])
@@ -203,7 +217,12 @@ class RiskModel:
         for t in RISK_HORIZONS:
             if risks[t] is None:
                 flags.append(
-                    f"absolute risk at {t:g} years not estimable: calibration follow-up ends at {self.max_follow_up:.1f} years"
+                    f"absolute risk at {t:g} years not estimable: calibration follow-up ends at "
+                    f"{self.follow_up_end:.1f} years"
+                )
+            elif intervals[t] is None and self.bootstrap_coefficients:
+                flags.append(
+                    f"95% CI of the {t:g}-year risk not estimable: too few bootstrap refits reach it"
                 )
         group_index = self.group_of(lp)
         return PatientRisk(
@@ -220,8 +239,13 @@ class RiskModel:
             flags=flags,
         )
 
+    @property
+    def follow_up_end(self) -> float:
+        """The longest follow-up of the calibration cohort (years)."""
+        return min(self.max_follow_up, self.baseline_times[-1]) if self.baseline_times else self.max_follow_up
+
     def _flags(self, lp: float, outside: list[str]) -> list[str]:
-        flags = []
+        flags = [f"risk model warning: {w}" for w in self.fit_warnings]
         if outside:
             flags.append(f"{len(outside)} of {len(self.predictors)} inputs outside the calibration range")
         if len(outside) > SCALE_WARNING_FRACTION * len(self.predictors):
@@ -305,7 +329,8 @@ class RiskModel:
                 training_lp=tuple(map(float, data["score_scale"]["training_lp_sorted"])),
                 bootstrap_coefficients=tuple(tuple(map(float, row)) for row in boot.get("coefficients", [])),
                 bootstrap_baseline={
-                    k: tuple(map(float, v)) for k, v in boot.get("baseline_survival_at", {}).items()
+                    k: tuple(math.nan if s is None else float(s) for s in v)
+                    for k, v in boot.get("baseline_survival_at", {}).items()
                 },
                 max_follow_up=float(data.get("max_follow_up") or math.inf),
                 time_unit=str(data["time_unit"]),
@@ -350,6 +375,16 @@ class RiskModel:
         if not isinstance(data, dict):
             raise RiskModelError("not a JSON object", path, "Recalibrate.")
         return cls.from_dict(data, path)
+
+
+def _clip(s0: float) -> float:
+    return min(max(s0, 1e-12), 1 - 1e-12)
+
+
+def _cloglog_survival(eta: float) -> float:
+    """exp(-exp(eta)), without overflow for the huge linear predictors of a separated fit."""
+    with np.errstate(over="ignore"):
+        return float(np.exp(-np.exp(np.float64(eta))))
 
 
 def jsonable(obj: Any) -> Any:

@@ -42,6 +42,10 @@ KNOWN_ORDERS = (
     ("low", "high"),
 )
 HORIZONS = (3.0, 5.0, 10.0)
+MAX_GROUPS = 20  # a group column with more distinct values is probably an ID column
+# --model --risk-col takes the model's linear predictor; a column of 0-100 values spreading over more than
+# this many times the training linear predictor's range is taken to be the 0-100 score instead, refused
+SCORE_SPREAD_FACTOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -83,10 +87,10 @@ def infer_order(labels: Sequence[str], given: Sequence[str] | None = None) -> tu
     present = sorted(set(labels))
     if given:
         unknown = sorted(set(present) - set(given))
-        if unknown:
+        if unknown:  # counts only: the values themselves could identify patients
             raise OptionError(
-                f"--group-order lacks group(s) {', '.join(unknown)}",
-                fix="List every group, lowest risk first.",
+                f"--group-order lacks {len(unknown)} of the {len(present)} group(s) in the group column",
+                fix="List every value of the group column, lowest risk first.",
             )
         return tuple(g for g in given if g in present)
     for vocabulary in KNOWN_ORDERS:
@@ -102,6 +106,44 @@ def infer_order(labels: Sequence[str], given: Sequence[str] | None = None) -> tu
 def _risk_values(frame: pd.DataFrame, column: str, path: Path | None) -> np.ndarray:
     cohort_io.require_columns(frame, [column], path, "risk column")
     return cohort_io.numeric_block(frame, [column], path, "risk column")[:, 0]
+
+
+def _model_risk_values(frame: pd.DataFrame, column: str, model: RiskModel, path: Path | None) -> np.ndarray:
+    """``--risk-col`` with ``--model``: the model's linear predictor; a 0-100 score column is refused."""
+    values = _risk_values(frame, column, path)
+    lp_range = model.training_lp[-1] - model.training_lp[0]
+    spread = float(values.max() - values.min())
+    if values.min() >= 0 and values.max() <= 100 and spread > SCORE_SPREAD_FACTOR * lp_range:
+        raise TableError(
+            f"risk column '{column}' looks like the 0-100 score, not the model's linear predictor "
+            f"(its values span {spread:.3g}, over {SCORE_SPREAD_FACTOR:g}x the training linear "
+            f"predictor's span {lp_range:.3g})",
+            path,
+            "Pass the linear predictor (linear_predictor in result.json), or drop --risk-col to compute it "
+            "from the table's gene columns.",
+        )
+    return values
+
+
+def _group_labels(frame: pd.DataFrame, column: str, path: Path | None) -> np.ndarray:
+    cohort_io.require_columns(frame, [column], path, "group column")
+    raw = frame[column]
+    if raw.isna().any():
+        raise TableError(
+            f"group column '{column}' has {int(raw.isna().sum())} empty value(s)",
+            path,
+            "Give every patient a group.",
+        )
+    labels = raw.astype(str).str.strip().to_numpy()
+    distinct = len(set(labels))
+    if distinct > MAX_GROUPS:
+        raise TableError(
+            f"group column '{column}' has {distinct} distinct values (at most {MAX_GROUPS}); "
+            "it looks like an ID or a continuous column",
+            path,
+            "Pass a column of risk groups, or a continuous score with --risk-col.",
+        )
+    return labels
 
 
 def _model_lp(frame: pd.DataFrame, model: RiskModel, path: Path | None) -> np.ndarray:
@@ -137,23 +179,20 @@ def stratify(
     survival = cohort_io.survival_data(frame, time_col, event_col, time_unit, path, min_events=1)
     time, event = survival.time, survival.event
     score: np.ndarray | None
+    quantile_split = False
     if group_col:
-        cohort_io.require_columns(frame, [group_col], path, "group column")
-        raw = frame[group_col]
-        if raw.isna().any():
-            raise TableError(
-                f"group column '{group_col}' has {int(raw.isna().sum())} empty value(s)",
-                path,
-                "Give every patient a group.",
-            )
-        labels = raw.astype(str).str.strip().to_numpy()
+        labels = _group_labels(frame, group_col, path)
         order = infer_order(labels, group_order)
         score = np.array([order.index(v) for v in labels], dtype=float)
         grouping = f"groups from column '{group_col}' (order: {', '.join(order)})"
         c_source = "group order (ordinal)"
     else:
         if model is not None:
-            score = _risk_values(frame, risk_col, path) if risk_col else _model_lp(frame, model, path)
+            score = (
+                _model_risk_values(frame, risk_col, model, path)
+                if risk_col
+                else _model_lp(frame, model, path)
+            )
             cut, names = model.cutoffs, model.group_names
             grouping = f"risk model '{model.signature}': frozen cut-offs ({model.info.get('groups', {}).get('description', 'stored')})"
             c_source = f"linear predictor of model '{model.signature}'"
@@ -172,6 +211,7 @@ def stratify(
                 else tuple(float(np.quantile(score, q)) for q in quantiles)
             )
             names = spec.group_names()
+            quantile_split = spec.method != "user"
             source = (
                 "pre-specified by the user"
                 if spec.method == "user"
@@ -186,6 +226,7 @@ def stratify(
     ticks = tick_times(limit)
     curves = [km_summary(time[labels == g], event[labels == g], g, ticks, HORIZONS) for g in order]
     several = len(order) > 1
+    hazard_ratios = hazard_ratios_vs_reference(time, event, labels, order)
     return StratifyResult(
         endpoint=endpoint,
         grouping=grouping,
@@ -195,19 +236,19 @@ def stratify(
         curves=curves,
         logrank=logrank(time, event, labels) if several else None,
         pairwise=pairwise_logrank(time, event, labels) if several else [],
-        hazard_ratios=hazard_ratios_vs_reference(time, event, labels, order),
+        hazard_ratios=hazard_ratios,
         c_index={"harrell_c": float(concordance_index(time, -score, event)), "of": c_source},
         display_limit_years=limit,
-        notes=_notes(model, group_col)
+        notes=_notes(model, quantile_split)
         + [
-            f"group '{c['label']}' has no events: its hazard ratio is not estimable"
-            for c in curves
-            if c["events"] == 0
+            f"hazard ratio of '{hr['group']}' vs '{hr['reference']}' {hr['note']}"
+            for hr in hazard_ratios
+            if "note" in hr
         ],
     )
 
 
-def _notes(model: RiskModel | None, group_col: str | None) -> list[str]:
+def _notes(model: RiskModel | None, quantile_split: bool) -> list[str]:
     notes = [
         "hazard ratios from a Cox model on group indicators (lifelines, Efron ties, Wald 95% CI)",
         "pairwise log-rank p-values are not adjusted for multiple comparisons",
@@ -217,7 +258,7 @@ def _notes(model: RiskModel | None, group_col: str | None) -> list[str]:
             "if this table is the model's calibration cohort, these figures are apparent (optimistic); "
             "the model file holds the cross-validated ones"
         )
-    elif group_col is None:
+    if quantile_split:
         notes.append("quantile cut-offs are sample-dependent: exploratory only")
     return notes
 
