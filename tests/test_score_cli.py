@@ -256,3 +256,23 @@ def test_demo_as_a_real_process(tmp_path: Path) -> None:
     assert (tmp_path / "demo" / "report.pdf").exists()
     validate_result(json.loads((tmp_path / "demo" / "result.json").read_text()))
     shutil.rmtree(tmp_path / "demo")
+
+
+def test_calibration_warning_follows_the_models_expression_source() -> None:
+    import dataclasses
+
+    from sequoia_clinic.cli.calibrate_cmd import check_expression_source
+    from sequoia_clinic.errors import OptionError
+    from sequoia_clinic.scoring import DEFAULT_RISK_MODEL, calibration_warning
+    from sequoia_clinic.survival import RiskModel
+
+    model = RiskModel.load(DEFAULT_RISK_MODEL)
+    assert model.info["expression_source"] == "measured"
+    assert "calibrated on measured expression" in calibration_warning(model)
+    predicted = dataclasses.replace(model, info={**model.info, "expression_source": "predicted"})
+    assert calibration_warning(predicted) is None
+    legacy = dataclasses.replace(model, info={k: v for k, v in model.info.items() if k != "expression_source"})
+    assert "unstated" in calibration_warning(legacy)
+    assert check_expression_source("predicted") == "predicted"
+    with pytest.raises(OptionError):
+        check_expression_source("rna")

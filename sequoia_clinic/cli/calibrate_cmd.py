@@ -102,6 +102,18 @@ def summary_lines(model: RiskModel, written: list[Path]) -> list[str]:
     return lines
 
 
+EXPRESSION_SOURCES = ("predicted", "measured", "unknown")
+
+
+def check_expression_source(value: str) -> str:
+    if value not in EXPRESSION_SOURCES:
+        raise OptionError(
+            f"--expression-source {value!r} is not one of {', '.join(EXPRESSION_SOURCES)}",
+            fix="Use predicted for tables made with `sequoia-clinic predict`.",
+        )
+    return value
+
+
 def register(app: typer.Typer) -> None:
     @app.command("calibrate")
     @user_errors
@@ -137,6 +149,12 @@ def register(app: typer.Typer) -> None:
         ),
         cohort_name: str | None = typer.Option(
             None, "--cohort-name", help="Name of the cohort for the model card."
+        ),
+        expression_source: str = typer.Option(
+            "unknown",
+            "--expression-source",
+            help="Where the expression came from: predicted (by `predict`, required for `score` without a "
+            "warning), measured (an RNA assay) or unknown.",
         ),
         cv_repeats: int | None = typer.Option(
             None, "--cv-repeats", min=1, help="Repeated CV with different fold seeds."
@@ -195,6 +213,7 @@ def register(app: typer.Typer) -> None:
             endpoint=endpoint,
             cohort_name=cohort_name or table.name,
             path=table,
+            expression_source=check_expression_source(expression_source),
         )
         written = write_model_and_card(model, target, card)
         typer.echo("\n".join(summary_lines(model, written)))

@@ -65,6 +65,7 @@ def build(settings: RiskSettings | None = None) -> RiskModel:
         endpoint="distant metastasis",
         cohort_name="GSE7390 (Desmedt 2007), DMFS",
         notes=NOTES,
+        expression_source="measured",
     )
 
 

@@ -377,6 +377,7 @@ def fit_risk_model(
     cohort_name: str = "calibration cohort",
     notes: Sequence[str] = (),
     path: Path | None = None,
+    expression_source: str = "unknown",
 ) -> RiskModel:
     """Calibrate a Cox risk model of ``signature``'s genes (and covariates) on a cohort table."""
     settings = settings or RiskSettings()
@@ -417,6 +418,9 @@ def fit_risk_model(
         "signature": signature.to_dict(),
         "endpoint": endpoint,
         "cohort": cohort_name,
+        # 'measured' (RNA assay), 'predicted' (from slides by `predict`) or 'unknown'; `score` warns
+        # unless 'predicted', since a model fitted on one scale is not valid on the other.
+        "expression_source": expression_source,
         "model_form": "S(t|x) = S0(t) ** exp(lp), lp = sum_j beta_j (x_j - mean_j) / sd_j",
         "penalty": {
             "method": "elastic-net Cox (scikit-survival CoxnetSurvivalAnalysis, Breslow ties)"
