@@ -1,12 +1,15 @@
 """SEQUOIA inference for one slide: tissue → tiles → encoder → k-means cluster features → fold ensemble.
 
 :func:`run_inference` is the single entry point used by the ``predict`` and ``score`` commands. The bundle
-decides what the model was trained with (tile size, target resolution, number of cluster tokens); the
-settings decide the run (device, batch size, tile cap and seeds, cache folder). With a cache folder, the
-tile features, the kept/sampled tiles and the cluster features are stored under a key made of the slide's
-content hash, the encoder and its weights' sha256 and the preprocessing, so a second run skips the tile
-pixel checks and the encoder. Every QC concern is recorded as a plain-language warning in the result; the
-warnings never contain patient identifiers.
+decides what the model was trained with (tile size, target resolution, number of cluster tokens, and by
+default the tile cap and the sampling/k-means seeds); the settings decide the run (device, batch size,
+cache folder) and may override the cap and seeds (:func:`resolve_feature_settings`). The aggregator folds
+are verified and loaded before any tile is encoded, so a damaged bundle fails fast. With a cache folder,
+the tile features, the kept/sampled tiles and the cluster features are stored under a key made of the
+slide's content hash, the encoder and its weights' sha256 and the preprocessing, so a second run skips the
+tile pixel checks and the encoder. The cache is best-effort: an unwritable cache folder or a failed write
+costs a QC warning, never the run. Every QC concern is recorded as a plain-language warning in the result;
+the warnings never contain patient identifiers.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import numpy as np
 import torch
 
 from sequoia_clinic import __version__
-from sequoia_clinic.bundles import Bundle, load_bundle_encoder, load_bundle_ensemble
-from sequoia_clinic.encoders import ExtractionStats, extract_features, resolve_device
+from sequoia_clinic.aggregator import FoldEnsemble
+from sequoia_clinic.bundles import Bundle, Preprocessing, load_bundle_encoder, load_bundle_ensemble
+from sequoia_clinic.encoders import ExtractionStats, computes_in_bf16, extract_features, resolve_device
 from sequoia_clinic.encoders.progress import ProgressLike
 from sequoia_clinic.errors import NoTissueError, OptionError
 from sequoia_clinic.features import (
@@ -34,7 +38,7 @@ from sequoia_clinic.features import (
     cluster_features,
     sample_tiles,
 )
-from sequoia_clinic.settings import Settings
+from sequoia_clinic.settings import FeatureSettings, Settings
 from sequoia_clinic.slides import (
     SlideInfo,
     TileGrid,
@@ -58,7 +62,8 @@ class InferenceResult:
     mask: TissueMask
     grid: TileGrid
     kept_indices: np.ndarray  # (n_kept,) grid indices of tiles that passed the tissue checks
-    used_indices: np.ndarray  # (n_used,) grid indices embedded (<= max_tiles, seeded sample, sample order)
+    used_indices: np.ndarray  # (n_used,) grid indices embedded (<= max_tiles, seeded sample, sample order;
+    #                            tiles are *read* in sorted order, but every per-tile array follows this one)
     max_tiles: int
     sample_seed: int
     tile_features: np.ndarray  # (n_used, D) float32, row i = tile used_indices[i]
@@ -82,6 +87,8 @@ class InferenceResult:
     device: str
     extraction: ExtractionStats | None = None  # None on a cache hit
     settings_used: dict[str, Any] = field(default_factory=dict)
+    # the loaded, checksum-verified folds, for further predictions (spatial maps) without reloading
+    ensemble: FoldEnsemble | None = field(default=None, repr=False, compare=False)
 
     @property
     def tile_coords(self) -> np.ndarray:
@@ -110,15 +117,42 @@ class _Features:
     cache_hit: bool
 
 
+def resolve_feature_settings(features: FeatureSettings, pre: Preprocessing) -> FeatureSettings:
+    """The feature settings of one run: the bundle's preprocessing is the default, an explicit value wins.
+
+    ``max_tiles``, ``sample_seed``, ``kmeans_seed`` and ``kmeans_n_init`` left None in ``features`` take the
+    bundle's value (its manifest falls back to the SEQUOIA values 99, 0 and 1 for the optional seeds and
+    n_init; ``max_tiles`` it must state, 4000 for SEQUOIA); a number set there (e.g. ``--max-tiles``) is
+    kept. ``n_clusters`` always takes the bundle's value: it is the aggregator's number of input tokens.
+    Every field of the result is a number.
+    """
+
+    def pick(override: int | None, bundle_value: int) -> int:
+        return int(bundle_value if override is None else override)
+
+    resolved = dataclasses.replace(
+        features,
+        max_tiles=pick(features.max_tiles, pre.max_tiles),
+        sample_seed=pick(features.sample_seed, pre.sample_seed),
+        kmeans_seed=pick(features.kmeans_seed, pre.kmeans_seed),
+        kmeans_n_init=pick(features.kmeans_n_init, pre.kmeans_n_init),
+        n_clusters=pre.n_clusters,
+    )
+    for name in ("max_tiles", "kmeans_n_init"):
+        if getattr(resolved, name) < 1:
+            raise OptionError(f"{name} must be at least 1, got {getattr(resolved, name)}")
+    if resolved.empty_row_fill not in FILL_RULES:
+        raise OptionError(
+            f"unknown empty-row fill '{resolved.empty_row_fill}'", fix=f"Use one of {FILL_RULES}."
+        )
+    return resolved
+
+
 def effective_settings(settings: Settings, bundle: Bundle) -> Settings:
-    """``settings`` with the bundle's training-time tile size, resolution and cluster count."""
+    """``settings`` with the bundle's training-time tile size and resolution and the resolved features."""
     pre = bundle.preprocessing
     tiles = dataclasses.replace(settings.tiles, tile_px=pre.tile_px, target_mpp=pre.target_mpp)
-    features = dataclasses.replace(settings.features, n_clusters=pre.n_clusters)
-    if features.empty_row_fill not in FILL_RULES:
-        raise OptionError(
-            f"unknown empty-row fill '{features.empty_row_fill}'", fix=f"Use one of {FILL_RULES}."
-        )
+    features = resolve_feature_settings(settings.features, pre)
     return dataclasses.replace(settings, tiles=tiles, features=features)
 
 
@@ -174,11 +208,40 @@ def _from_cache(cache: FeatureCache | None, key: str, grid: TileGrid, settings: 
     return _Features(grid, a["used_indices"], a["tile_features"], clusters, None, True)
 
 
+def _open_cache(settings: Settings) -> tuple[FeatureCache | None, str | None]:
+    """The feature cache (None when disabled) and why it cannot be written (None when it can).
+
+    An unwritable cache is still read: a read-only, pre-filled cache folder keeps serving hits.
+    """
+    if settings.cache_dir is None:
+        return None, None
+    cache = FeatureCache(Path(settings.cache_dir))
+    return cache, cache.write_problem()
+
+
 def _save_cache(
-    cache: FeatureCache | None, key: str, feats: _Features, clusters: ClusterFeatures, settings: Settings
-) -> None:
+    cache: FeatureCache | None,
+    problem: str | None,
+    key: str,
+    feats: _Features,
+    clusters: ClusterFeatures,
+    settings: Settings,
+) -> str | None:
+    """Store the entry, best-effort: returns a QC warning instead of failing when it cannot be written."""
     if cache is None:
-        return
+        return None
+    if problem is None:
+        try:
+            _write_entry(cache, key, feats, clusters, settings)
+            return None
+        except OSError as exc:  # disk full, permissions changed mid-run ...: the result does not depend on it
+            problem = exc.strerror or type(exc).__name__
+    return f"feature cache not written: {problem}; the result is unaffected"
+
+
+def _write_entry(
+    cache: FeatureCache, key: str, feats: _Features, clusters: ClusterFeatures, settings: Settings
+) -> None:
     arrays = {
         "coords": feats.grid.coords,
         "keep": feats.grid.keep,
@@ -197,7 +260,9 @@ def _save_cache(
     cache.save(key, arrays, meta)
 
 
-def _qc_warnings(bundle: Bundle, info: SlideInfo, grid: TileGrid, clusters: ClusterFeatures) -> list[str]:
+def _qc_warnings(
+    bundle: Bundle, info: SlideInfo, grid: TileGrid, clusters: ClusterFeatures, cache_note: str | None
+) -> list[str]:
     notes = []
     if not bundle.trained:
         notes.append(
@@ -215,6 +280,8 @@ def _qc_warnings(bundle: Bundle, info: SlideInfo, grid: TileGrid, clusters: Clus
             f"{grid.level_mpp:.3f} um/px"
         )
     notes.extend(clusters.warnings)
+    if cache_note is not None:
+        notes.append(cache_note)
     return notes
 
 
@@ -226,7 +293,8 @@ def _encode(
     device: torch.device,
     progress: ProgressLike,
     timings: dict[str, float],
-) -> tuple[TileGrid, np.ndarray, np.ndarray, ExtractionStats]:
+) -> tuple[TileGrid, np.ndarray, np.ndarray, ExtractionStats, str]:
+    """Select, sample, embed: (grid with keep flags, used indices, features, stats, precision)."""
     t0 = time.perf_counter()
     grid = select_tiles(slide, grid, settings.tiles)
     kept = grid.kept_indices
@@ -244,12 +312,19 @@ def _encode(
     timings["load_encoder"] = time.perf_counter() - t0
 
     read = dataclasses.replace(settings.tiles, batch_size=settings.encoder_batch_size)
-    batches: Iterable = iter_tile_batches(slide, grid, used, read)
+    # Read in grid (storage) order, so neighbouring tiles reuse the reader's decoded stored tiles; the
+    # feature rows still follow ``used`` (sample order), which keeps the k-means input, and so the result,
+    # exactly as before.
+    batches: Iterable = iter_tile_batches(slide, grid, np.sort(used), read)
     features, stats = extract_features(
         encoder, batches, used, queue_size=settings.models.loader_queue, progress=progress
     )
     timings["encode"] = stats.seconds
-    return grid, used, features, stats
+    return grid, used, features, stats, _precision(encoder.uses_bf16)
+
+
+def _precision(bf16: bool) -> str:
+    return "bf16" if bf16 else "fp32"
 
 
 def run_inference(
@@ -264,9 +339,13 @@ def run_inference(
     timings: dict[str, float] = {}
     settings = effective_settings(settings, bundle)
     device = resolve_device(settings.device)
-    precision = "bf16" if device.type == "cuda" else "fp32"
-    cache = FeatureCache(Path(settings.cache_dir)) if settings.cache_dir is not None else None
+    precision = _precision(computes_in_bf16(device))  # the encoder's rule, known before it is loaded
+    cache, cache_problem = _open_cache(settings)
     slide_path = Path(slide_path)
+
+    t0 = time.perf_counter()
+    ensemble = load_bundle_ensemble(bundle, device)  # verify the folds before the long tile encoding
+    timings["load_aggregator"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     slide_hash = slide_sha256(slide_path)
@@ -281,24 +360,24 @@ def run_inference(
         key = _tile_key(slide_hash, mpp, bundle, settings, precision)
         feats = _from_cache(cache, key, grid, settings)
         if feats is None:
-            grid, used, tile_features, stats = _encode(
+            grid, used, tile_features, stats, actual = _encode(
                 slide, grid, bundle, settings, device, progress, timings
             )
+            if actual != precision:  # cannot happen while both use computes_in_bf16; never mislabel
+                precision, key = actual, _tile_key(slide_hash, mpp, bundle, settings, actual)
             feats = _Features(grid, used, tile_features, None, stats, False)
 
     t0 = time.perf_counter()
     clusters = feats.clusters
+    cache_note = None
     if clusters is None:
         f = settings.features
         clusters = cluster_features(
             feats.tile_features, f.n_clusters, f.kmeans_seed, f.kmeans_n_init, f.empty_row_fill
         )
-        _save_cache(cache, key, feats, clusters, settings)
+        cache_note = _save_cache(cache, cache_problem, key, feats, clusters, settings)
     timings["cluster"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    ensemble = load_bundle_ensemble(bundle, device)
-    timings["load_aggregator"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     per_fold, mean = ensemble.predict(clusters.features)
     timings["predict"] = time.perf_counter() - t0
@@ -323,7 +402,7 @@ def run_inference(
         cluster_method=clusters.method,
         n_clusters_populated=clusters.n_populated,
         filled_rows=clusters.filled_rows,
-        qc_warnings=_qc_warnings(bundle, info, feats.grid, clusters),
+        qc_warnings=_qc_warnings(bundle, info, feats.grid, clusters, cache_note),
         genes=bundle.genes,
         expression=mean[0],
         per_fold=per_fold[:, 0, :],
@@ -346,4 +425,5 @@ def run_inference(
             "sample_seed": settings.features.sample_seed,
             "precision": precision,
         },
+        ensemble=ensemble,
     )

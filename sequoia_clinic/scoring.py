@@ -354,18 +354,33 @@ SPATIAL_WINDOWS = (10, 7, 5, 3)  # tiles per window side, largest first (SEQUOIA
 
 
 def _spatial_maps(
-    features: np.ndarray, coords: np.ndarray, tile_size: float, bundle: Bundle, genes: list[int], device: str
+    inference: InferenceResult,
+    coords: np.ndarray,
+    tile_size: float,
+    bundle: Bundle,
+    genes: list[int],
+    device: str,
 ) -> tuple[np.ndarray, int]:
     """Per-tile maps with the largest window that covers at least half of the tiles.
 
-    SEQUOIA evaluates 10 x 10 windows holding more than 50 tiles; a small biopsy has no such window, so
-    smaller windows are tried in turn (the statement in the report names the size used).
+    SEQUOIA evaluates 10 x 10 windows holding more than 50 tiles. Only the sampled tiles have features, so
+    the fill rule is scaled by used / kept tiles; a small biopsy has no such window at all, so smaller
+    windows are tried in turn (the statement in the report names the size used).
     """
-    ensemble = load_bundle_ensemble(bundle, torch.device(device))  # load (and verify) the folds once
+    ensemble = inference.ensemble or load_bundle_ensemble(bundle, torch.device(device))
+    min_fill = 0.5 * len(inference.used_indices) / max(len(inference.kept_indices), 1)
     values = np.full((len(coords), len(genes)), np.nan)
     for window in SPATIAL_WINDOWS:
         values = spatial_expression(
-            features, coords, tile_size, ensemble, genes, window, window, device=device
+            inference.tile_features,
+            coords,
+            tile_size,
+            ensemble,
+            genes,
+            window,
+            window,
+            device=device,
+            min_fill=min_fill,
         )
         if np.isfinite(values[:, 0]).mean() >= 0.5:
             return values, window
@@ -386,7 +401,7 @@ def _images(
     with open_slide(request.slide, mpp=request.mpp) as slide:
         thumbnail = slide.thumbnail(THUMBNAIL_PX)
     values, window = _spatial_maps(
-        inference.tile_features, coords, tile_size, bundle, [gene_index[g] for g in genes], settings.device
+        inference, coords, tile_size, bundle, [gene_index[g] for g in genes], settings.device
     )
     heatmaps = tuple(TileHeatmap(g, values[:, k].astype(np.float32)) for k, g in enumerate(genes))
     return SlideImages(

@@ -39,14 +39,20 @@ class TileSettings:
 
 @dataclass(frozen=True)
 class FeatureSettings:
-    """Tile sampling and k-means cluster features (the SEQUOIA model input)."""
+    """Tile sampling and k-means cluster features (the SEQUOIA model input).
 
-    max_tiles: int = 4000
-    sample_seed: int = 99
+    The fields typed ``int | None`` are defined by the model bundle's preprocessing: None (the default)
+    means "the bundle's value" (SEQUOIA: 4000 tiles, sample seed 99, k-means seed 0, n_init 1); a number is
+    an explicit override that wins over the bundle. ``sequoia_clinic.inference.resolve_feature_settings``
+    turns them into numbers; n_clusters always follows the bundle (it is the aggregator's token count).
+    """
+
+    max_tiles: int | None = None
+    sample_seed: int | None = None
     n_clusters: int = 100
-    kmeans_seed: int = 0
+    kmeans_seed: int | None = None
     min_tiles: int = 1  # fewer usable tiles than this -> NoTissueError (see features/clusters.py for <100)
-    kmeans_n_init: int = 1  # = scikit-learn 1.4's n_init='auto' for k-means++ (the reference pinned 1.4.2)
+    kmeans_n_init: int | None = None  # SEQUOIA: 1 = scikit-learn 1.4's n_init='auto' for k-means++
     empty_row_fill: str = "slide-mean"  # rows with no tiles: 'slide-mean' or 'zeros' (features/clusters.py)
 
 

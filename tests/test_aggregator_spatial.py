@@ -1,8 +1,9 @@
-"""Spatial mode: windows of tile tokens, zero-padded to 100, evaluated only when more than half full."""
+"""Spatial mode: windows of tile tokens, zero-padded to 100, evaluated only when more than min_fill full."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from sequoia_clinic.aggregator import FoldEnsemble, VisConfig, build_vis
@@ -31,7 +32,7 @@ def _tiles():
     return grid - grid.min(axis=0), coords, features
 
 
-def _window_value(ensemble, grid, features, x0, y0, genes):
+def _window_value(ensemble, grid, features, x0, y0, genes, more_than=50):
     """Independent: collect the window's tiles column by column, pad to 100 rows, average the folds."""
     tokens = []
     for x in range(x0, x0 + 10):
@@ -39,7 +40,7 @@ def _window_value(ensemble, grid, features, x0, y0, genes):
             hit = np.flatnonzero((grid[:, 0] == x) & (grid[:, 1] == y))
             if hit.size:
                 tokens.append(features[hit[0]])
-    if len(tokens) <= 50:
+    if len(tokens) <= more_than:
         return None
     padded = np.zeros((100, 8), np.float32)
     padded[: len(tokens)] = tokens
@@ -81,3 +82,18 @@ def test_overlapping_windows_average_every_covering_window():
     ]
     assert len(values) >= 2
     np.testing.assert_allclose(got[i], np.mean(values, axis=0), atol=1e-5)
+
+
+def test_min_fill_admits_sparser_windows():
+    ensemble = _ensemble()
+    grid, coords, features = _tiles()
+    got = spatial_expression(features, coords, TILE, ensemble, [2], window=10, stride=10, min_fill=0.25)
+    corner = int(np.flatnonzero((grid[:, 0] == 21) & (grid[:, 1] == 3))[0])  # window x0=20: 30 tiles > 25
+    expected = _window_value(ensemble, grid, features, 20, 0, [2], more_than=25)
+    np.testing.assert_allclose(got[corner], expected, atol=1e-5)
+    bottom = int(np.flatnonzero((grid[:, 0] == 15) & (grid[:, 1] == 11))[0])  # window (10, 10): 20 tiles
+    assert np.isnan(got[bottom]).all()
+    default = spatial_expression(features, coords, TILE, ensemble, [2], window=10, stride=10)
+    assert np.isnan(default[corner]).all()  # 30 tiles are not more than half of 100
+    with pytest.raises(ValueError, match="min_fill"):
+        spatial_expression(features, coords, TILE, ensemble, [2], min_fill=1.0)

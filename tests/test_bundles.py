@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -73,6 +74,8 @@ def test_generated_weights_are_reproducible(demo_copy):
     fold.unlink()
     load_bundle(demo_copy)
     assert sha256_file(fold) == first == bundle.folds[1].weights.sha256
+    for generated in [*bundle.fold_files, bundle.file(bundle.encoder_weights)]:
+        assert stat.S_IMODE(generated.stat().st_mode) == 0o644  # readable by others, like any output
 
 
 def test_checksum_mismatch_is_refused(demo_copy):

@@ -3,6 +3,9 @@ and the streaming extractor (order, determinism, error propagation)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +16,7 @@ from torchvision import transforms
 from sequoia_clinic.encoders import (
     ENCODERS,
     array_batches,
+    computes_in_bf16,
     create_network,
     extract_features,
     get_encoder_spec,
@@ -126,6 +130,40 @@ def test_loader_errors_reach_the_caller():
         extract_features(encoder, broken(), np.array([0, 1]))
     with pytest.raises(RuntimeError, match="1 of 2"):
         extract_features(encoder, array_batches(tiles[:1], 1), np.array([0, 1]))
+
+
+def test_bf16_rule_is_known_before_the_encoder_is_loaded(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert not computes_in_bf16(cuda)  # e.g. a V100: fp32, and the feature cache key must say so
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert computes_in_bf16(cuda) and not computes_in_bf16(cuda, autocast=False)
+    assert not computes_in_bf16(torch.device("cpu"))
+    assert random_encoder(ENCODERS["demo-vit"]).uses_bf16 is False
+
+
+def test_a_failure_stops_the_loader_before_returning():
+    encoder = random_encoder(ENCODERS["demo-vit"])
+    tile = _tiles(1)
+    read, closed = [], []
+
+    def slow_reader():
+        try:
+            for i in range(100):
+                time.sleep(0.01)
+                read.append(i)
+                yield ArrayBatch(indices=np.array([i]), pixels=tile)
+        finally:
+            closed.append(True)  # the reader was closed (as the slide may be right after)
+
+    def broken_forward(prepared):
+        raise RuntimeError("encoder failed")
+
+    encoder.forward = broken_forward
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        extract_features(encoder, slow_reader(), np.arange(100), queue_size=1)
+    assert closed == [True] and len(read) <= 5  # stopped after at most a few batches, then joined
+    assert not any(t.name == "tile-loader" and t.is_alive() for t in threading.enumerate())
 
 
 def test_local_weights_load_strictly_in_both_formats(tmp_path):

@@ -102,3 +102,17 @@ def test_feature_cache_round_trip_and_keys(tmp_path):
     np.testing.assert_array_equal(entry.arrays["tile_features"], arrays["tile_features"])
     path.write_bytes(b"truncated")
     assert cache.load(key) is None
+
+
+def test_feature_cache_probe_reports_an_unusable_folder_and_creates_nothing(tmp_path):
+    fresh = FeatureCache(tmp_path / "new" / "cache")
+    assert fresh.write_problem() is None and not (tmp_path / "new").exists()  # probed, nothing left
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    assert FeatureCache(blocker).write_problem() == "Not a directory"
+    below = FeatureCache(blocker / "cache")
+    assert below.write_problem() == "Not a directory"
+    assert below.load("ab" * 32) is None  # reading an unusable cache is a miss, not an error
+    with pytest.raises(OSError):
+        below.save("ab" * 32, {"x": np.zeros(1)}, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]

@@ -148,3 +148,12 @@ def test_inspect_as_a_real_process(cmu_dicom, malformed_dicom, tmp_path):
     lines = bad.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {malformed_dicom}: ")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_thumbnail_folder_is_refused_before_work(cmu_svs, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    picture = blocker / "pictures" / "t.png"
+    result = runner.invoke(app, ["inspect", str(cmu_svs), "--thumbnail", str(picture)])
+    assert result.exit_code == 2 and str(picture.parent) in result.stderr and "writable" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 import random
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import typer
 from typer.testing import CliRunner
 
-from sequoia_clinic.bundles import load_bundle
+from sequoia_clinic import inference
+from sequoia_clinic.bundles import load_bundle, load_bundle_encoder
+from sequoia_clinic.cli.common import user_errors
 from sequoia_clinic.cli.main import app
-from sequoia_clinic.inference import run_inference
-from sequoia_clinic.settings import Settings
+from sequoia_clinic.errors import ChecksumError, OptionError
+from sequoia_clinic.features import FeatureCache
+from sequoia_clinic.fileio import atomic_path
+from sequoia_clinic.inference import resolve_feature_settings, run_inference
+from sequoia_clinic.settings import FeatureSettings, Settings
+from sequoia_clinic.slides import open_slide
 
 META = ["slide_sha256", "bundle", "bundle_version", "bundle_trained", "tiles_used", "clusters_populated"]
 CMU_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"  # from the data README
@@ -49,14 +58,83 @@ def test_run_inference_records_inputs_and_qc(cmu_svs, demo, tmp_path):
     np.testing.assert_array_equal(again.grid.keep, result.grid.keep)
 
 
-def test_tile_cap_samples_with_the_recorded_seed(cmu_svs, demo):
-    base = Settings()
-    settings = dataclasses.replace(base, features=dataclasses.replace(base.features, max_tiles=10))
-    result = run_inference(cmu_svs, demo, settings)
+def _capped(max_tiles: int, **settings) -> Settings:
+    return Settings(features=FeatureSettings(max_tiles=max_tiles), **settings)
+
+
+def test_tile_cap_samples_with_the_recorded_seed(cmu_svs, demo, monkeypatch):
+    read_orders, reader = [], inference.iter_tile_batches
+
+    def recording_reader(slide, grid, indices, tile_settings):
+        read_orders.append(np.asarray(indices).copy())
+        return reader(slide, grid, indices, tile_settings)
+
+    monkeypatch.setattr(inference, "iter_tile_batches", recording_reader)
+    result = run_inference(cmu_svs, demo, _capped(10))
     assert result.max_tiles == 10 and result.sample_seed == 99
     expected = random.Random(99).sample(result.kept_indices.tolist(), 10)
     assert result.used_indices.tolist() == expected
     assert result.tile_features.shape == (10, 64)
+    assert result.settings_used["precision"] == "fp32"
+    # tiles are read in grid order (the reader's decoded-tile cache), yet row i is still tile used[i]:
+    # compared with an independent read of each tile and a separate encoder call
+    assert read_orders[0].tolist() == sorted(expected)
+    grid = result.grid
+    corners = grid.level_coords()[result.used_indices]
+    with open_slide(cmu_svs) as slide:
+        pixels = np.stack(
+            [slide.read_level_region(grid.level, (int(x), int(y)), (grid.read_px,) * 2) for x, y in corners]
+        )
+    assert not grid.resampled
+    encoder = load_bundle_encoder(demo, torch.device("cpu"))
+    np.testing.assert_allclose(result.tile_features, encoder.embed(pixels).numpy(), atol=1e-5)
+    # the loaded folds come with the result (scoring reuses them) and reproduce the prediction
+    _, mean = result.ensemble.predict(result.cluster_features)
+    np.testing.assert_array_equal(mean[0], result.expression)
+
+
+def test_bundle_preprocessing_is_the_default_and_explicit_settings_win(cmu_svs, demo):
+    pre = dataclasses.replace(demo.preprocessing, max_tiles=7, sample_seed=5, kmeans_seed=3)
+    bundle = dataclasses.replace(demo, preprocessing=pre)
+    result = run_inference(cmu_svs, bundle, Settings())
+    assert (result.max_tiles, result.sample_seed) == (7, 5)
+    assert result.used_indices.tolist() == random.Random(5).sample(result.kept_indices.tolist(), 7)
+    assert result.settings_used["kmeans_seed"] == 3
+    chosen = resolve_feature_settings(FeatureSettings(max_tiles=12, kmeans_n_init=4), pre)
+    assert (chosen.max_tiles, chosen.sample_seed, chosen.kmeans_seed, chosen.kmeans_n_init) == (12, 5, 3, 4)
+    assert chosen.n_clusters == pre.n_clusters == 100
+    with pytest.raises(OptionError, match="max_tiles"):
+        resolve_feature_settings(FeatureSettings(max_tiles=0), pre)
+
+
+def test_an_unusable_cache_costs_a_warning_not_the_run(cmu_svs, demo, tmp_path, monkeypatch):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    uncached = run_inference(cmu_svs, demo, _capped(10, cache_dir=blocker / "cache"))
+    assert "feature cache not written: Not a directory; the result is unaffected" in uncached.qc_warnings
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+    def disk_full(self, key, arrays, meta):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path(key)))
+
+    monkeypatch.setattr(FeatureCache, "save", disk_full)
+    full = run_inference(cmu_svs, demo, _capped(10, cache_dir=tmp_path / "cache"))
+    note = f"feature cache not written: {os.strerror(errno.ENOSPC)}; the result is unaffected"
+    assert note in full.qc_warnings and str(tmp_path) not in note
+    np.testing.assert_array_equal(full.expression, uncached.expression)
+
+
+def test_a_damaged_fold_fails_before_any_tile_is_encoded(cmu_svs, demo, monkeypatch):
+    first = demo.folds[0]
+    bad = dataclasses.replace(first, weights=dataclasses.replace(first.weights, sha256="0" * 64))
+    bundle = dataclasses.replace(demo, folds=(bad, *demo.folds[1:]))
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the encoder was loaded before the folds were verified")
+
+    monkeypatch.setattr(inference, "load_bundle_encoder", no_encoder)
+    with pytest.raises(ChecksumError, match="sha256"):
+        run_inference(cmu_svs, bundle, Settings())
 
 
 def test_predict_command_writes_all_genes_and_reuses_the_cache(cmu_svs, tmp_path):
@@ -103,6 +181,40 @@ def test_predict_user_errors_are_one_line_and_write_nothing(cmu_svs, tmp_path, e
     assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1
     assert message in result.stderr
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_predict_refuses_an_unwritable_output_folder_before_any_work(cmu_svs, tmp_path, monkeypatch):
+    def no_inference(*args, **kwargs):
+        raise AssertionError("inference ran before the output folder was checked")
+
+    monkeypatch.setattr(inference, "run_inference", no_inference)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    out = blocker / "results" / "expression.csv"  # no folder can be made under a file
+    result = CliRunner().invoke(app, ["predict", str(cmu_svs), "--out", str(out), "--no-cache", "-q"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert str(out.parent) in result.stderr and "writable" in result.stderr and ".part" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_write_errors_name_the_users_path_not_the_temporary_file(tmp_path):
+    target = tmp_path / "expression.csv"
+    with pytest.raises(OSError) as caught, atomic_path(target) as tmp:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+    assert caught.value.filename == str(target) and caught.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone too
+
+
+def test_permission_errors_are_one_neutral_line(capsys):
+    @user_errors
+    def unreadable() -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/data/slide.svs")
+
+    with pytest.raises(typer.Exit) as caught:
+        unreadable()
+    assert caught.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert err == "error: /data/slide.svs: permission denied. Check the file's permissions.\n"
 
 
 def test_predict_refuses_unknown_output_type(cmu_svs, tmp_path):

@@ -25,6 +25,8 @@ from sequoia_clinic.errors import (
 )
 from sequoia_clinic.settings import TileSettings
 from sequoia_clinic.slides import choose_read_level, open_slide, slide_files, slide_sha256
+from sequoia_clinic.slides.base import SlideInfo, SlideMetadata
+from sequoia_clinic.slides.mpp import mpp_from_tiff_resolution
 
 CMU_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"  # data README
 
@@ -208,6 +210,23 @@ def test_aperio_mpp_beats_resolution_tags(tmp_path):
         assert slide.info.mpp == (0.5, 0.5) and slide.info.mpp_source == "vendor"
 
 
+def test_broken_resolution_fractions_are_not_a_pixel_size():
+    assert mpp_from_tiff_resolution((40000, 1), (40000, 1), 3) == pytest.approx((0.25, 0.25))  # 1e4/4e4
+    assert mpp_from_tiff_resolution((40000, 0), (40000, 1), 3) is None  # 0 denominator
+    assert mpp_from_tiff_resolution((40000, 1), (0, 0), 3) is None
+    assert mpp_from_tiff_resolution(float("nan"), 40000.0, 3) is None
+
+
+def test_metadata_repr_masks_values():
+    meta = SlideMetadata(patient_name="DOE^JANE", patient_id="MRN-12345", scanner="GT450")
+    text = repr(meta)
+    assert "patient_name=" in text and "patient_id=" in text and "scanner=" in text
+    assert "DOE" not in text and "12345" not in text and "GT450" not in text and "birth" not in text
+    info = SlideInfo("svs", None, ((10, 10),), (1.0,), (0.5, 0.5), "user", None, meta)
+    assert "DOE" not in repr(info) and "12345" not in str(info)
+    assert meta.to_dict()["patient_name"] == "DOE^JANE"  # the values are still there for the report
+
+
 def test_72_dpi_resolution_is_not_a_pixel_size(tmp_path):
     path = write_tiff(tmp_path / "dpi.tif", pink_image(), resolution=(72, 72), unit="INCH")
     with pytest.raises(MissingMetadataError, match="--mpp"):
@@ -250,13 +269,24 @@ def test_text_file_renamed_svs(tmp_path):
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.95])
-def test_truncated_svs(tmp_path, cmu_svs, fraction):
+def test_truncated_svs(tmp_path, cmu_svs, fraction, monkeypatch):
     data = cmu_svs.read_bytes()
     path = tmp_path / "cut.svs"
     path.write_bytes(data[: int(len(data) * fraction)])
+    opened, closed = [], []
+    original_init, original_close = tiffslide.TiffSlide.__init__, tiffslide.TiffSlide.close
+    monkeypatch.setattr(
+        tiffslide.TiffSlide,
+        "__init__",
+        lambda self, *a, **k: (opened.append(self), original_init(self, *a, **k))[1],
+    )
+    monkeypatch.setattr(
+        tiffslide.TiffSlide, "close", lambda self: (closed.append(self), original_close(self))[1]
+    )
     with pytest.raises(SlideFormatError, match="truncated") as caught:
         open_slide(path)
     _one_line_naming(caught.value, "cut.svs")
+    assert opened and all(any(c is o for c in closed) for o in opened)  # no file handle left open
 
 
 def test_empty_folder(tmp_path):

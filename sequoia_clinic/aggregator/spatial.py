@@ -4,12 +4,13 @@ What the map shows: for each tile, the bulk model's prediction for the *neighbou
 ``window x window`` tiles around it (10 x 10 tiles of 256 px at 0.5 µm/px = 1.28 mm square), not a
 measurement of the tile itself. No k-means here: the tile features of a window are the tokens directly,
 ordered by grid column then row, and zero-padded to the model's 100 token rows. A window is evaluated only
-when more than half of its positions hold a tile. With ``stride == window`` (default) windows do not
-overlap and every tile takes its own window's value (a blocky map); with a smaller stride each tile gets the
-mean over all evaluated windows that cover it (smoother, window²/stride² times more model calls). The fold
-ensemble's mean is used. Tiles covered by no evaluated window are NaN. The zero-padding convention and the
-map itself were validated by the authors only against spatial transcriptomics on a few slides; with an
-untrained (demo) bundle the map is noise.
+when more than ``min_fill`` of its positions hold a tile (SEQUOIA: more than half, the default; lower it
+when only a sample of the tissue tiles was embedded, or most windows are skipped). With
+``stride == window`` (default) windows do not overlap and every tile takes its own window's value (a blocky
+map); with a smaller stride each tile gets the mean over all evaluated windows that cover it (smoother,
+window²/stride² times more model calls). The fold ensemble's mean is used. Tiles covered by no evaluated
+window are NaN. The zero-padding convention and the map itself were validated by the authors only against
+spatial transcriptomics on a few slides; with an untrained (demo) bundle the map is noise.
 
 Difference from the reference: its window loop ``range(0, max_x, stride)`` skips the last grid column/row
 when it falls on a multiple of the stride; here windows run up to and including the last column/row.
@@ -52,8 +53,8 @@ def grid_positions(tile_coords: np.ndarray, tile_size_level0: float) -> np.ndarr
     return np.rint((coords - coords.min(axis=0)) / float(tile_size_level0)).astype(np.int64)
 
 
-def window_members(grid: np.ndarray, window: int, stride: int) -> list[np.ndarray]:
-    """Tile indices of every window with more than window²/2 tiles, each ordered by (column, row)."""
+def window_members(grid: np.ndarray, window: int, stride: int, min_fill: float = 0.5) -> list[np.ndarray]:
+    """Tile indices of every window with more than ``min_fill * window²`` tiles, ordered by (column, row)."""
     where = {(int(x), int(y)): i for i, (x, y) in enumerate(grid)}
     max_x, max_y = (int(v) for v in grid.max(axis=0))
     windows = []
@@ -65,7 +66,7 @@ def window_members(grid: np.ndarray, window: int, stride: int) -> list[np.ndarra
                 for y in range(y0, y0 + window)
                 if (x, y) in where
             ]
-            if len(members) > window * window / 2:
+            if members and len(members) > min_fill * window * window:
                 windows.append(np.asarray(members, dtype=np.int64))
     return windows
 
@@ -80,13 +81,20 @@ def spatial_expression(
     stride: int = 10,
     batch_size: int = 32,
     device: str | torch.device = "cpu",
+    min_fill: float = 0.5,
 ) -> np.ndarray:
-    """Per-tile estimates (n_tiles, len(gene_indices)); NaN where no evaluated window covers a tile."""
+    """Per-tile estimates (n_tiles, len(gene_indices)); NaN where no evaluated window covers a tile.
+
+    ``min_fill`` in [0, 1): a window is evaluated when more than this fraction of its ``window²`` positions
+    hold a tile (0.5 = SEQUOIA; 0 = every window holding at least one tile).
+    """
     features = np.asarray(tile_features, dtype=np.float32)
     if features.ndim != 2 or len(features) != len(tile_coords):
         raise ValueError("tile_features must be (n, D) with one row per tile coordinate")
     if window < 1 or stride < 1:
         raise ValueError("window and stride must be >= 1")
+    if not 0.0 <= min_fill < 1.0:
+        raise ValueError(f"min_fill must lie in [0, 1), got {min_fill}")
     ensemble = _as_ensemble(model_or_bundle, torch.device(device))
     n_tokens = ensemble.num_clusters
     if window * window > n_tokens:
@@ -94,7 +102,7 @@ def spatial_expression(
     genes = np.asarray(gene_indices, dtype=np.int64)
     total = np.zeros((len(features), len(genes)), dtype=np.float64)
     count = np.zeros(len(features), dtype=np.int64)
-    windows = window_members(grid_positions(tile_coords, tile_size_level0), window, stride)
+    windows = window_members(grid_positions(tile_coords, tile_size_level0), window, stride, min_fill)
     for lo in range(0, len(windows), batch_size):
         chunk = windows[lo : lo + batch_size]
         tokens = np.zeros((len(chunk), n_tokens, features.shape[1]), dtype=np.float32)

@@ -39,7 +39,8 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             raise fail("interrupted; no output was written.", 130) from None
         except PermissionError as exc:
-            raise fail(f"{exc.filename}: permission denied. Choose a path you can write to.") from None
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise fail(f"{where}permission denied. Check the file's permissions.") from None
         except OSError as exc:  # disk full, read-only or vanished folders: the environment, not a bug
             where = f"{exc.filename}: " if exc.filename else ""
             reason = exc.strerror or type(exc).__name__

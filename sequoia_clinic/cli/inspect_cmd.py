@@ -21,7 +21,7 @@ import typer
 
 from sequoia_clinic.cli.common import user_errors
 from sequoia_clinic.errors import OptionError
-from sequoia_clinic.fileio import atomic_path
+from sequoia_clinic.fileio import atomic_path, check_output_dir
 from sequoia_clinic.settings import Settings
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ def _thumbnail_format(path: Path | None) -> str | None:
         )
     if path.is_dir():
         raise OptionError(f"--thumbnail {path} is a folder", fix="Give a file name such as slide.png.")
+    check_output_dir(path.parent)  # before any work, not after the slide was read
     return fmt
 
 

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from sequoia_clinic.cli.common import stderr_console, user_errors
 from sequoia_clinic.errors import OptionError
-from sequoia_clinic.fileio import atomic_path
+from sequoia_clinic.fileio import atomic_path, check_output_dir
 from sequoia_clinic.settings import ModelSettings, Settings
 
 # pandas and the pipeline stages (torch, timm) are imported inside the functions that use them, not here,
@@ -65,11 +65,13 @@ def parse_genes(text: str | None, all_genes: bool, bundle: Bundle) -> list[str]:
 
 
 def check_output(out: Path) -> str:
+    """The output format of ``out``, after checking (before any work) that the file can be written."""
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise OptionError(f"--out {out}: unsupported file type", fix="Use a .csv or .parquet file name.")
     if out.is_dir():
         raise OptionError(f"--out {out} is a folder", fix="Give a file name such as expression.csv.")
+    check_output_dir(out.parent)
     return suffix
 
 
@@ -142,7 +144,9 @@ def register(app: typer.Typer) -> None:
             False, "--all-genes", help="Write every gene of the bundle (default)."
         ),
         out: Path = typer.Option(Path("expression.csv"), "--out", help="Output file, .csv or .parquet."),
-        max_tiles: int | None = typer.Option(None, "--max-tiles", min=1, help="Tile cap (default 4000)."),
+        max_tiles: int | None = typer.Option(
+            None, "--max-tiles", min=1, help="Tile cap (default: the bundle's, 4000 for SEQUOIA)."
+        ),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
         mpp: float | None = typer.Option(None, "--mpp", help="Override the slide's pixel size (um/px)."),
         cache_dir: Path | None = typer.Option(
@@ -177,7 +181,7 @@ def register(app: typer.Typer) -> None:
             quiet=quiet,
             cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
             encoder_batch_size=batch_size or base.encoder_batch_size,
-            features=dataclasses.replace(base.features, max_tiles=max_tiles or base.features.max_tiles),
+            features=dataclasses.replace(base.features, max_tiles=max_tiles),  # None = the bundle's cap
             models=ModelSettings(models_dir=models_dir, encoder_weights=encoder_weights),
         )
         model = load_bundle(bundle, settings)

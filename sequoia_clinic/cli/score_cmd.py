@@ -48,7 +48,7 @@ def build_settings(
         device=device,
         quiet=quiet,
         cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
-        features=dataclasses.replace(base.features, max_tiles=max_tiles or base.features.max_tiles),
+        features=dataclasses.replace(base.features, max_tiles=max_tiles),  # None = the bundle's cap
         models=ModelSettings(models_dir=models_dir, encoder_weights=encoder_weights),
         report=dataclasses.replace(ReportSettings(), pseudonym_key=pseudonym_key),
     )
@@ -126,7 +126,9 @@ def register(app: typer.Typer) -> None:
         ),
         formats: str = typer.Option("pdf,json", "--format", help="Comma-separated: pdf, json, dicom."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-        max_tiles: int | None = typer.Option(None, "--max-tiles", min=1, help="Tile cap (default 4000)."),
+        max_tiles: int | None = typer.Option(
+            None, "--max-tiles", min=1, help="Tile cap (default: the bundle's, 4000 for SEQUOIA)."
+        ),
         cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Feature cache folder."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
         models_dir: Path | None = typer.Option(

@@ -4,6 +4,7 @@ and batched streaming feature extraction with a background tile loader."""
 from sequoia_clinic.encoders.extract import ArrayBatch, ExtractionStats, array_batches, extract_features
 from sequoia_clinic.encoders.model import (
     TileEncoder,
+    computes_in_bf16,
     create_network,
     load_encoder,
     random_encoder,
@@ -21,6 +22,7 @@ __all__ = [
     "Reporter",
     "TileEncoder",
     "array_batches",
+    "computes_in_bf16",
     "create_network",
     "extract_features",
     "get_encoder_spec",

@@ -5,7 +5,8 @@ is driven by one background thread that also runs the host-side preprocessing (`
 resize + normalise on the CPU, pinning for CUDA) and fills a small bounded queue, so JPEG/JPEG 2000
 decoding and preprocessing overlap with the encoder's matrix work on the main thread (all release the GIL). Results are written into a
 preallocated (n, D) float32 array in the order of the requested tile indices, whatever order batches
-arrive in. A failure in either thread stops both and is re-raised in the caller.
+arrive in. A failure in either thread stops both and is re-raised in the caller; the loader checks a stop
+event between batches and is always joined before returning, so the slide is never closed under it.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def _produce(
 ) -> None:
     iterator = iter(batches)
     try:
-        for batch in iterator:
+        while not stop.is_set():  # checked between batches: after a failure at most one more batch is read
+            batch = next(iterator, _DONE)
+            if batch is _DONE or stop.is_set():
+                break
             if not _put(q, _Prepared(np.asarray(batch.indices), encoder.prepare(batch.pixels)), stop):
                 break
     except BaseException as exc:  # handed to the consumer, which re-raises it
@@ -129,7 +133,7 @@ def extract_features(
             report.advance(len(rows))
     finally:
         stop.set()
-        loader.join(timeout=30)
+        loader.join()  # the loader stops after its current batch; the caller may then close the slide
     report.finish()
     if not filled.all():
         missing = int((~filled).sum())

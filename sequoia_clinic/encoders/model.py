@@ -54,6 +54,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def computes_in_bf16(device: torch.device, autocast: bool = True) -> bool:
+    """Whether a :class:`TileEncoder` on ``device`` computes in bfloat16 (CUDA with bf16 support).
+
+    Known before the weights are loaded, so a feature-cache key can record the precision up front.
+    """
+    return autocast and device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 @dataclass
 class TileEncoder:
     """A network plus what it needs to turn uint8 tiles into features."""
@@ -78,7 +86,7 @@ class TileEncoder:
 
     @property
     def uses_bf16(self) -> bool:
-        return self.autocast and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return computes_in_bf16(self.device, self.autocast)
 
     def preprocess(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (n, H, W, 3) on the device → normalised float32 (n, 3, S, S), channels-last."""

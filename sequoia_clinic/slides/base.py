@@ -54,6 +54,13 @@ class SlideMetadata:
     def to_dict(self) -> dict[str, str | None]:
         return dataclasses.asdict(self)
 
+    def __repr__(self) -> str:
+        """Names of the recorded fields only, values masked: reprs end up in tracebacks and debuggers."""
+        shown = ", ".join(
+            f"{f.name}='…'" for f in dataclasses.fields(self) if getattr(self, f.name) is not None
+        )
+        return f"{type(self).__name__}({shown})"
+
 
 @dataclass(frozen=True)
 class SlideInfo:

@@ -56,10 +56,13 @@ def mpp_from_tiff_resolution(
         return None
     values = []
     for resolution in (x_resolution, y_resolution):
-        pixels_per_unit = (
-            resolution[0] / resolution[1] if isinstance(resolution, tuple) else float(resolution)
-        )
-        if not pixels_per_unit or pixels_per_unit <= 0:
+        if isinstance(resolution, tuple):
+            if not resolution[1]:  # a 0 denominator: the tag is broken, not a pixel size
+                return None
+            pixels_per_unit = resolution[0] / resolution[1]
+        else:
+            pixels_per_unit = float(resolution)
+        if not pixels_per_unit > 0:  # also rejects NaN
             return None
         values.append(_UM_PER_UNIT[unit] / pixels_per_unit)
     mpp = (values[0], values[1])

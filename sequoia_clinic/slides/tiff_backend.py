@@ -175,6 +175,7 @@ def _check_complete(path: Path, pages: list[Any]) -> None:
 
 def open_tiff(path: Path, user_mpp: float | None) -> TiffSlideBackend:
     """Open an SVS / pyramidal TIFF; every failure becomes a SlideFormatError or MissingMetadataError."""
+    handle: tiffslide.TiffSlide | None = None
     with captured_library_output() as records:
         try:
             handle = tiffslide.TiffSlide(path)
@@ -185,6 +186,8 @@ def open_tiff(path: Path, user_mpp: float | None) -> TiffSlideBackend:
             downsamples = tuple(float(d) for d in handle.level_downsamples)
             properties = dict(handle.properties)
         except Exception as exc:
+            if handle is not None:
+                handle.close()
             raise SlideFormatError(
                 f"not a readable SVS/TIFF slide ({type(exc).__name__})",
                 path,
@@ -196,14 +199,14 @@ def open_tiff(path: Path, user_mpp: float | None) -> TiffSlideBackend:
     if axes != "YXS" or any(getattr(page, "samplesperpixel", 0) not in (3, 4) for page in pages):
         handle.close()
         raise SlideFormatError("the image is not an RGB slide", path, "Pass a brightfield (RGB) H&E slide.")
-    _check_complete(path, pages)
-    levels = [
-        _TiledLevel(page) if _TiledLevel.usable(page, (h, w)) else None
-        for page, (w, h) in zip(pages, dimensions, strict=True)
-    ]
     try:
+        _check_complete(path, pages)
+        levels = [
+            _TiledLevel(page) if _TiledLevel.usable(page, (h, w)) else None
+            for page, (w, h) in zip(pages, dimensions, strict=True)
+        ]
         mpp, source = resolve_mpp(path, user_mpp, _mpp_candidates(handle, pages[0]))
-    except Exception:
+    except BaseException:
         handle.close()
         raise
     vendor = _str_or_none(properties.get("tiffslide.vendor"))
