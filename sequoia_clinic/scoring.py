@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import pydicom
 import torch
+from pydicom.errors import InvalidDicomError
 
 from sequoia_clinic import __version__
 from sequoia_clinic.aggregator.spatial import spatial_expression
 from sequoia_clinic.bundles import REPO_MODELS, Bundle, load_bundle, load_bundle_ensemble
-from sequoia_clinic.errors import OptionError, RiskModelError
+from sequoia_clinic.errors import OptionError, RiskModelError, SequoiaError
 from sequoia_clinic.fileio import atomic_dir, check_output_dir, sha256_file, write_json_atomic
 from sequoia_clinic.inference import InferenceResult, run_inference
 from sequoia_clinic.report import (
@@ -176,17 +177,27 @@ def _check_genes(model: RiskModel, bundle: Bundle, path: Path) -> dict[str, int]
 
 
 def _dicom_header(slide: Path) -> pydicom.Dataset | None:
-    """The first instance header of a DICOM slide series (no pixels), or None for other formats."""
+    """Header (no pixels) of the full-resolution instance of a DICOM slide series; None if unreadable.
+
+    Patient and study attributes are the same in every instance of a series; the level-0 VOLUME instance is
+    preferred so the report references the image it was computed from, not the label or overview.
+    """
     try:
         files = series_files(Path(slide))
-    except Exception:  # not a DICOM series: the slide was already opened successfully as something else
+    except (SequoiaError, OSError):  # already opened successfully as a slide; just no header to copy
         return None
+    headers = []
     for path in files:
         try:
-            return pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception:
+            headers.append(pydicom.dcmread(path, stop_before_pixels=True))
+        except (InvalidDicomError, OSError):
             continue
-    return None
+
+    def rank(ds: pydicom.Dataset) -> tuple[bool, int]:
+        image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+        return ("VOLUME" in image_type, int(ds.get("TotalPixelMatrixColumns") or 0))
+
+    return max(headers, key=rank) if headers else None
 
 
 def _patient_and_study(

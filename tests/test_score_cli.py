@@ -276,3 +276,11 @@ def test_calibration_warning_follows_the_models_expression_source() -> None:
     assert check_expression_source("predicted") == "predicted"
     with pytest.raises(OptionError):
         check_expression_source("rna")
+
+
+def test_dicom_report_references_the_level0_instance(cmu_dicom: Path) -> None:
+    from sequoia_clinic.scoring import _dicom_header
+
+    header = _dicom_header(cmu_dicom)
+    assert header is not None and "VOLUME" in list(header.ImageType)
+    assert int(header.TotalPixelMatrixColumns) == 2220  # level 0 of the CMU conversion
