@@ -84,7 +84,7 @@ def list_command(
             f"{len(b.genes):,}",
             str(b.path),
         )
-    Console().print(table)
+    _console().print(table)
     if not listings:
         stderr_console().print("no bundles found; see `sequoia-clinic models import --help`.")
 
@@ -109,7 +109,7 @@ def verify_command(
         table.add_row(
             check.file, check.role, size, check.expected[:16] + "…", f"[{style}]{check.status}[/{style}]"
         )
-    Console().print(table)
+    _console().print(table)
     for path in report.generated:
         stderr_console().print(f"generated {path.name} from its manifest recipe (untrained demo weights)")
     report.raise_for_errors()
@@ -174,6 +174,12 @@ def import_command(
         f"imported bundle '{bundle.name}' ({bundle.cancer}, {len(bundle.folds)} folds, "
         f"{len(bundle.genes):,} genes) into {bundle.path}; all checksums verified"
     )
+
+
+def _console() -> Console:
+    """stdout console; when piped (no terminal width) tables get room instead of rich's 80 columns."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
 
 
 def register(app: typer.Typer) -> None:
