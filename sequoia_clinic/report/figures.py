@@ -194,7 +194,7 @@ def _draw_distribution(fig: Figure, cohort: CalibrationCohort, risk: RiskResult,
     ax.set_xlabel("Linear predictor (log hazard ratio vs cohort mean)")
     ax.set_ylabel("Patients (n)")
     ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-    ax.set_title(f"{cohort.name}: n = {cohort.n}, {cohort.events} events", loc="left", pad=3, fontsize=FONT)
+    # No title: the caption names the cohort, and a title would collide with the patient label.
 
 
 def score_distribution(

@@ -397,7 +397,7 @@ def _page_one(data: ReportData, text: ReportText, st: _Styles, figs: _Figures) -
                 _side_by_side(
                     [
                         _image(figs.distribution),
-                        _p(text.fill("captions", "distribution", n=cohort.n), st.caption),
+                        _p(text.fill("captions", "distribution", n=cohort.n, cohort=cohort.name), st.caption),
                     ],
                     [_image(figs.km), _p(text.fill("captions", "km"), st.caption)],
                     CONTENT_W / 2,
