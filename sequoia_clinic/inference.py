@@ -339,7 +339,8 @@ def run_inference(
     timings: dict[str, float] = {}
     settings = effective_settings(settings, bundle)
     device = resolve_device(settings.device)
-    precision = _precision(computes_in_bf16(device))  # the encoder's rule, known before it is loaded
+    # The encoder's rule, known before it is loaded (and refusing bf16 on a device without it, early).
+    precision = _precision(computes_in_bf16(device, settings.precision))
     cache, cache_problem = _open_cache(settings)
     slide_path = Path(slide_path)
 

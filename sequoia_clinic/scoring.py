@@ -546,6 +546,7 @@ def score_slide(
             risk_model_sha256=model_sha,
             encoder=inference.encoder_name,
             device=inference.device,
+            precision=str(inference.settings_used["precision"]),
         ),
         images=images,
         timings={},

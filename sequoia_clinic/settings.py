@@ -107,6 +107,7 @@ class Settings:
     report: ReportSettings = field(default_factory=ReportSettings)
     risk: RiskSettings = field(default_factory=RiskSettings)
     device: str = "cpu"
+    precision: str = "auto"  # tile encoder arithmetic: auto (bf16 where native), fp32 or bf16
     encoder_batch_size: int = 32
     cache_dir: Path | None = None  # per-slide feature cache; None disables caching
     quiet: bool = False

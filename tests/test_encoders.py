@@ -20,6 +20,7 @@ from sequoia_clinic.encoders import (
     create_network,
     extract_features,
     get_encoder_spec,
+    has_native_bf16,
     load_encoder,
     random_encoder,
 )
@@ -136,10 +137,36 @@ def test_bf16_rule_is_known_before_the_encoder_is_loaded(monkeypatch):
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert not computes_in_bf16(cuda)  # e.g. a V100: fp32, and the feature cache key must say so
+    with pytest.raises(OptionError, match="no native bfloat16"):
+        computes_in_bf16(cuda, "bf16")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert computes_in_bf16(cuda) and not computes_in_bf16(cuda, autocast=False)
-    assert not computes_in_bf16(torch.device("cpu"))
-    assert random_encoder(ENCODERS["demo-vit"]).uses_bf16 is False
+    assert computes_in_bf16(cuda) and computes_in_bf16(cuda, "bf16") and not computes_in_bf16(cuda, "fp32")
+    with pytest.raises(OptionError, match="unknown precision"):
+        computes_in_bf16(cuda, "fp16")
+    assert random_encoder(ENCODERS["demo-vit"]).uses_bf16 is False  # tests and benches: fp32 unless asked
+
+
+def test_cpu_bf16_follows_the_hardware(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert not has_native_bf16(cpu) and not computes_in_bf16(cpu)  # auto: fp32 on a CPU without it
+    with pytest.raises(OptionError, match="no native bfloat16"):
+        computes_in_bf16(cpu, "bf16")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert computes_in_bf16(cpu) and computes_in_bf16(cpu, "bf16") and not computes_in_bf16(cpu, "fp32")
+
+
+@pytest.mark.skipif(not has_native_bf16(torch.device("cpu")), reason="this CPU has no native bf16")
+def test_cpu_bf16_is_deterministic_and_close_to_fp32():
+    tiles = _tiles(6)
+    fp32 = random_encoder(ENCODERS["demo-vit"], seed=1).embed(tiles).numpy()
+    bf16 = random_encoder(ENCODERS["demo-vit"], seed=1, precision="bf16")
+    assert bf16.uses_bf16
+    first, second = bf16.embed(tiles).numpy(), bf16.embed(tiles).numpy()
+    np.testing.assert_array_equal(first, second)  # deterministic for a fixed input
+    cosine = (first * fp32).sum(1) / np.linalg.norm(first, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert first.dtype == np.float32 and cosine.min() > 0.999
+    assert 0 < np.abs(first - fp32).max() < 0.05 * np.abs(fp32).max()  # really bf16, and close
 
 
 def test_a_failure_stops_the_loader_before_returning():
@@ -175,7 +202,7 @@ def test_local_weights_load_strictly_in_both_formats(tmp_path):
     torch.save(state, bin_path)
     tiles = _tiles(2)
     for path in (st_path, bin_path):
-        loaded = load_encoder(spec, path, sha256_file(path))
+        loaded = load_encoder(spec, path, sha256_file(path), precision="fp32")
         assert loaded.weights_sha256 == sha256_file(path)
         torch.testing.assert_close(loaded.embed(tiles), source.embed(tiles), atol=1e-5, rtol=1e-5)
     with pytest.raises(ChecksumError, match="sha256 mismatch"):
@@ -196,7 +223,7 @@ def test_resnet50_drops_the_classifier_of_an_imagenet_checkpoint(tmp_path):
     full = timm.create_model("resnet50", pretrained=False)  # with its 1000-class fc, as torchvision files are
     path = tmp_path / "resnet50.bin"
     torch.save(full.state_dict(), path)
-    encoder = load_encoder(ENCODERS["resnet50"], path, None)
+    encoder = load_encoder(ENCODERS["resnet50"], path, None, precision="fp32")
     tiles = _tiles(1)
     out = encoder.embed(tiles)
     assert out.shape == (1, 2048)
@@ -216,7 +243,7 @@ def test_uni_shaped_pytorch_model_bin_loads_strict(tmp_path):
     reference = create_network(spec)
     path = tmp_path / "pytorch_model.bin"
     torch.save(reference.state_dict(), path)
-    encoder = load_encoder(spec, path, sha256_file(path))
+    encoder = load_encoder(spec, path, sha256_file(path), precision="fp32")
     loaded = encoder.network.state_dict()
     assert loaded.keys() == reference.state_dict().keys()
     assert len(loaded) == 4 + 24 * 14 + 2  # cls, pos, patch w/b; 14 per block (LayerScale incl.); norm

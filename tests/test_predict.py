@@ -18,6 +18,7 @@ from sequoia_clinic import inference
 from sequoia_clinic.bundles import load_bundle, load_bundle_encoder
 from sequoia_clinic.cli.common import user_errors
 from sequoia_clinic.cli.main import app
+from sequoia_clinic.encoders import has_native_bf16
 from sequoia_clinic.errors import ChecksumError, OptionError
 from sequoia_clinic.features import FeatureCache
 from sequoia_clinic.fileio import atomic_path
@@ -75,7 +76,8 @@ def test_tile_cap_samples_with_the_recorded_seed(cmu_svs, demo, monkeypatch):
     expected = random.Random(99).sample(result.kept_indices.tolist(), 10)
     assert result.used_indices.tolist() == expected
     assert result.tile_features.shape == (10, 64)
-    assert result.settings_used["precision"] == "fp32"
+    native = has_native_bf16(torch.device("cpu"))  # the default "auto": bf16 where the CPU has it
+    assert result.settings_used["precision"] == ("bf16" if native else "fp32")
     # tiles are read in grid order (the reader's decoded-tile cache), yet row i is still tile used[i]:
     # compared with an independent read of each tile and a separate encoder call
     assert read_orders[0].tolist() == sorted(expected)
@@ -172,6 +174,7 @@ def test_predict_command_writes_all_genes_and_reuses_the_cache(cmu_svs, tmp_path
         (["--genes", "ESR1", "--all-genes"], "exclude each other"),
         (["--device", "tpu" if torch.cuda.is_available() else "cuda"], "device"),
         (["--bundle", "no-such-bundle"], "no bundle named"),
+        (["--precision", "fp16"], "unknown precision"),
     ],
 )
 def test_predict_user_errors_are_one_line_and_write_nothing(cmu_svs, tmp_path, extra, message):
@@ -244,3 +247,26 @@ def test_kmeans_path_on_a_tcga_slide(tcga_svs, demo):
             assert row in result.filled_rows
     assert result.n_clusters_populated == 100 - len(result.filled_rows)
     assert np.isfinite(result.expression).all()
+
+
+def test_precision_auto_follows_the_cpu_and_bf16_is_refused_without_it(cmu_svs, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    out = tmp_path / "x.csv"
+    result = CliRunner().invoke(
+        app, ["predict", str(cmu_svs), "--out", str(out), "--precision", "bf16", "-q"]
+    )
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and not out.exists()
+    assert "no native bfloat16" in result.stderr and "--precision auto or fp32" in result.stderr
+
+
+@pytest.mark.skipif(not has_native_bf16(torch.device("cpu")), reason="this CPU has no native bf16")
+def test_bf16_predictions_are_close_to_fp32_and_cached_apart(cmu_svs, demo, tmp_path):
+    fp32 = run_inference(cmu_svs, demo, Settings(precision="fp32", cache_dir=tmp_path))
+    bf16 = run_inference(cmu_svs, demo, Settings(precision="bf16", cache_dir=tmp_path))
+    assert (fp32.settings_used["precision"], bf16.settings_used["precision"]) == ("fp32", "bf16")
+    assert not bf16.cache_hit  # the cache key records the precision: fp32 features never stand in
+    assert run_inference(cmu_svs, demo, Settings(precision="auto", cache_dir=tmp_path)).cache_hit
+    # 42 tiles, so no k-means: the difference is the encoder's arithmetic alone
+    a, b = fp32.expression.astype(np.float64), bf16.expression.astype(np.float64)
+    assert np.corrcoef(a, b)[0, 1] > 0.9999
+    assert 0 < np.abs(a - b).max() < 0.05 * a.std()

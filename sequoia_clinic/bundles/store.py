@@ -197,7 +197,10 @@ def load_bundle_encoder(
 ) -> TileEncoder:
     """The bundle's tile encoder on ``device``, weights verified then loaded strictly."""
     path = encoder_weights_path(bundle, settings)
-    return load_encoder(bundle.encoder_spec, path, bundle.encoder_weights.sha256, device=device)
+    precision = settings.precision if settings is not None else "auto"
+    return load_encoder(
+        bundle.encoder_spec, path, bundle.encoder_weights.sha256, device=device, precision=precision
+    )
 
 
 def load_bundle_ensemble(bundle: Bundle, device: torch.device) -> FoldEnsemble:

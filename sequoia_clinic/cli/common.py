@@ -47,3 +47,13 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise fail(f"{where}{reason}. Check the path, free space and permissions.") from None
 
     return wrapper
+
+
+PRECISION_HELP = "Tile-encoder arithmetic: auto (bf16 where the CPU/GPU has it natively), fp32 or bf16."
+
+
+def check_device(device: str, precision: str) -> None:
+    """Refuse an unknown or absent device, or a precision it cannot run, before any work starts."""
+    from sequoia_clinic.encoders import computes_in_bf16, resolve_device  # torch: imported only when used
+
+    computes_in_bf16(resolve_device(device), precision)

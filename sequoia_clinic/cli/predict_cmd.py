@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from sequoia_clinic.cli.common import stderr_console, user_errors
+from sequoia_clinic.cli.common import PRECISION_HELP, check_device, stderr_console, user_errors
 from sequoia_clinic.errors import OptionError
 from sequoia_clinic.fileio import atomic_path, check_output_dir
 from sequoia_clinic.settings import ModelSettings, Settings
@@ -148,6 +148,7 @@ def register(app: typer.Typer) -> None:
             None, "--max-tiles", min=1, help="Tile cap (default: the bundle's, 4000 for SEQUOIA)."
         ),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+        precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
         mpp: float | None = typer.Option(None, "--mpp", help="Override the slide's pixel size (um/px)."),
         cache_dir: Path | None = typer.Option(
             None,
@@ -169,15 +170,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Predict gene expression for one slide and write it as one row."""
         from sequoia_clinic.bundles import load_bundle
-        from sequoia_clinic.encoders import make_progress, resolve_device
+        from sequoia_clinic.encoders import make_progress
         from sequoia_clinic.inference import run_inference
 
         suffix = check_output(out)
-        resolve_device(device)
+        check_device(device, precision)
         base = Settings()
         settings = dataclasses.replace(
             base,
             device=device,
+            precision=precision,
             quiet=quiet,
             cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
             encoder_batch_size=batch_size or base.encoder_batch_size,

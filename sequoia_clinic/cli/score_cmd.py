@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from sequoia_clinic.cli.common import stderr_console, user_errors
+from sequoia_clinic.cli.common import PRECISION_HELP, check_device, stderr_console, user_errors
 from sequoia_clinic.cli.predict_cmd import default_cache_dir
 from sequoia_clinic.errors import OptionError
 from sequoia_clinic.settings import ModelSettings, ReportSettings, Settings
@@ -37,15 +37,15 @@ def build_settings(
     models_dir: Path | None,
     encoder_weights: Path | None,
     pseudonym_key: str | None,
+    precision: str = "auto",
 ) -> Settings:
     """The one frozen settings object for a score run, from the command-line options."""
-    from sequoia_clinic.encoders import resolve_device
-
-    resolve_device(device)
+    check_device(device, precision)
     base = Settings()
     return dataclasses.replace(
         base,
         device=device,
+        precision=precision,
         quiet=quiet,
         cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
         features=dataclasses.replace(base.features, max_tiles=max_tiles),  # None = the bundle's cap
@@ -126,6 +126,7 @@ def register(app: typer.Typer) -> None:
         ),
         formats: str = typer.Option("pdf,json", "--format", help="Comma-separated: pdf, json, dicom."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+        precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
         max_tiles: int | None = typer.Option(
             None, "--max-tiles", min=1, help="Tile cap (default: the bundle's, 4000 for SEQUOIA)."
         ),
@@ -150,7 +151,15 @@ def register(app: typer.Typer) -> None:
                 "risk model file not found", path=risk_model, fix="Pass an existing --risk-model JSON."
             )
         settings = build_settings(
-            device, quiet, max_tiles, cache_dir, no_cache, models_dir, encoder_weights, pseudonym_key
+            device,
+            quiet,
+            max_tiles,
+            cache_dir,
+            no_cache,
+            models_dir,
+            encoder_weights,
+            pseudonym_key,
+            precision,
         )
         request = ScoreRequest(
             slide=slide,

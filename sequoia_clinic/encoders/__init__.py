@@ -3,9 +3,11 @@ and batched streaming feature extraction with a background tile loader."""
 
 from sequoia_clinic.encoders.extract import ArrayBatch, ExtractionStats, array_batches, extract_features
 from sequoia_clinic.encoders.model import (
+    PRECISIONS,
     TileEncoder,
     computes_in_bf16,
     create_network,
+    has_native_bf16,
     load_encoder,
     random_encoder,
     resolve_device,
@@ -19,6 +21,7 @@ __all__ = [
     "ArrayBatch",
     "EncoderSpec",
     "ExtractionStats",
+    "PRECISIONS",
     "Reporter",
     "TileEncoder",
     "array_batches",
@@ -26,6 +29,7 @@ __all__ = [
     "create_network",
     "extract_features",
     "get_encoder_spec",
+    "has_native_bf16",
     "load_encoder",
     "load_strict",
     "make_progress",

@@ -6,9 +6,14 @@ them, and returns float32 features (n, D). Preprocessing mirrors the reference t
 on uint8 tensors (torchvision's antialiased bilinear, which matches PIL to within 1 grey level on <1 % of
 pixels), then scaling and normalisation in float32.
 
-Precision policy: float32 on the CPU (deterministic for a fixed input); on CUDA, bfloat16 autocast
-(the effect of reduced precision on SEQUOIA predictions is unverified; pass ``autocast=False`` to keep
-float32). Channels-last memory format is used for the convolutional parts.
+Precision policy (``precision``): ``"auto"`` computes the network in bfloat16 autocast where the device
+has native bfloat16 arithmetic (CUDA GPUs from Ampere on; CPUs with AVX512-BF16 or AMX, as oneDNN reports
+them) and in float32 elsewhere; ``"fp32"`` always uses float32 (bit-for-bit the reference arithmetic);
+``"bf16"`` insists on bfloat16 and refuses a device without native support (emulated bf16 is slower than
+float32). Either way the result is deterministic for a fixed input on the CPU. What bfloat16 changes in
+features and predictions is measured by ``benches/bench_precision.py`` and recorded in the README.
+Preprocessing and the output are float32 in every mode. Channels-last memory format is used for the
+convolutional parts.
 """
 
 from __future__ import annotations
@@ -54,12 +59,41 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def computes_in_bf16(device: torch.device, autocast: bool = True) -> bool:
-    """Whether a :class:`TileEncoder` on ``device`` computes in bfloat16 (CUDA with bf16 support).
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 matrix products in hardware.
+
+    CUDA: ``torch.cuda.is_bf16_supported()``. CPU: oneDNN's own check (AVX512-BF16 or AMX); torch has no
+    public API for it, so a missing private function counts as "no" (float32, never a crash).
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def computes_in_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether a :class:`TileEncoder` on ``device`` with ``precision`` computes in bfloat16.
 
     Known before the weights are loaded, so a feature-cache key can record the precision up front.
     """
-    return autocast and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision not in PRECISIONS:
+        raise OptionError(f"unknown precision '{precision}'", fix="Use auto, fp32 or bf16.")
+    if precision == "fp32":
+        return False
+    native = has_native_bf16(device)
+    if precision == "bf16" and not native:
+        raise OptionError(
+            f"bf16 was requested but this {device.type.upper()} has no native bfloat16 arithmetic",
+            fix="Use --precision auto or fp32.",
+        )
+    return native
 
 
 @dataclass
@@ -70,9 +104,10 @@ class TileEncoder:
     network: torch.nn.Module
     device: torch.device
     weights_sha256: str | None = None  # None = random weights (tests and benchmarks only)
-    autocast: bool = True  # bf16 autocast, used only on CUDA
+    precision: str = "auto"  # one of PRECISIONS; see the module docstring
 
     def __post_init__(self) -> None:
+        self._bf16 = computes_in_bf16(self.device, self.precision)  # validates ``precision`` up front
         self.network = self.network.to(self.device).eval()
         self.network = self.network.to(memory_format=torch.channels_last)
         mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device)
@@ -86,7 +121,7 @@ class TileEncoder:
 
     @property
     def uses_bf16(self) -> bool:
-        return computes_in_bf16(self.device, self.autocast)
+        return self._bf16
 
     def preprocess(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (n, H, W, 3) on the device → normalised float32 (n, 3, S, S), channels-last."""
@@ -120,8 +155,8 @@ class TileEncoder:
             x = prepared
             if self.device.type == "cuda":
                 x = self.preprocess(x.to(self.device, non_blocking=True))
-            if self.uses_bf16:
-                with torch.autocast("cuda", dtype=torch.bfloat16):
+            if self._bf16:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16):
                     out = self.network(x)
             else:
                 out = self.network(x)
@@ -137,7 +172,7 @@ def load_encoder(
     weights: Path,
     sha256: str | None,
     device: str | torch.device = "cpu",
-    autocast: bool = True,
+    precision: str = "auto",
 ) -> TileEncoder:
     """Build ``spec`` and load ``weights`` strictly, after checking the file's sha256 (when given)."""
     weights = Path(weights)
@@ -148,10 +183,12 @@ def load_encoder(
     load_strict(network, state, weights, what=f"'{spec.name}' encoder ({spec.timm_name})")
     network = network.float()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    return TileEncoder(spec=spec, network=network, device=dev, weights_sha256=sha256, autocast=autocast)
+    return TileEncoder(spec=spec, network=network, device=dev, weights_sha256=sha256, precision=precision)
 
 
-def random_encoder(spec: EncoderSpec, seed: int = 0, device: str | torch.device = "cpu") -> TileEncoder:
+def random_encoder(
+    spec: EncoderSpec, seed: int = 0, device: str | torch.device = "cpu", precision: str = "fp32"
+) -> TileEncoder:
     """``spec`` with timm's random initialisation (seeded): for tests and benchmarks only.
 
     LayerScale factors are set to 1 (timm starts them at ``init_values`` = 1e-5, which would make every
@@ -168,4 +205,4 @@ def random_encoder(spec: EncoderSpec, seed: int = 0, device: str | torch.device 
             if name.endswith(".gamma"):
                 parameter.fill_(1.0)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    return TileEncoder(spec=spec, network=network, device=dev, weights_sha256=None)
+    return TileEncoder(spec=spec, network=network, device=dev, weights_sha256=None, precision=precision)

@@ -296,6 +296,7 @@ class Provenance:
     risk_model_sha256: str
     encoder: str = ""  # e.g. "UNI ViT-L/16 (demo: random weights)"
     device: str = "cpu"
+    precision: str = "fp32"  # tile-encoder arithmetic: fp32 or bf16
 
 
 @dataclass(frozen=True, eq=False)

@@ -577,7 +577,7 @@ def _method_section(data: ReportData, text: ReportText, st: _Styles) -> list[Flo
     stages = " · ".join(f"{name} {seconds:.1f} s" for name, seconds in data.timings.items())
     cutoffs = ", ".join(f"{c:g}" for c in cohort.cutoffs)
     rows = [
-        ("Software", f"sequoia-clinic {prov.software_version} (device: {prov.device})"),
+        ("Software", f"sequoia-clinic {prov.software_version} (device: {prov.device}, encoder {prov.precision})"),
         ("Model bundle", f"{prov.bundle_name} {prov.bundle_version} ({trained})"),
         ("Bundle sha256", prov.bundle_sha256),
     ]

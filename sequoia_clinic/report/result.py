@@ -128,6 +128,7 @@ def result_dict(data: ReportData, text: ReportText | None = None) -> dict[str, A
             "encoder": prov.encoder,
             "risk_model": {"name": prov.risk_model_name, "sha256": prov.risk_model_sha256},
             "device": prov.device,
+            "precision": prov.precision,
         },
         "qc": {
             "tissue_area_mm2": qc.tissue_area_mm2,
