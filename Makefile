@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benches/bench_tiles.py
 	$(BIN)/python benches/bench_encoder.py
+	$(BIN)/python benches/bench_precision.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check sequoia_clinic tests benches

@@ -1,26 +1,33 @@
 """Tile-encoder throughput: the streaming batched pipeline vs a naive one-tile-at-a-time loop, side by side.
 
-Same slide, same tiles, same network, same machine, one run:
+Same slide, same tiles, same network, same machine, one run. The default slide is a mosaic of the demo
+slide's real pixels (``--mosaic`` x ``--mosaic`` mirrored copies, written once to a temporary JPEG TIFF
+with 240 px stored tiles at 0.5 um/px, as Aperio scanners store them), so that the timing covers ~900
+tiles rather than the demo slide's 88 (whose runs last a tenth of a second and are mostly start-up):
 
 * naive   — what the reference scripts do: for each tile, ``read_region`` it from the slide, PIL →
             ``Resize(224) → ToTensor → Normalize``, ``model(x[None])`` under ``no_grad``, ``.cpu().numpy()``;
 * pipeline — ``sequoia_clinic``: the batched tile reader (each stored tile decoded once) in a background
             thread, uint8 → device, batched resize/normalise, ``inference_mode``, channels-last, batches of
-            ``--batch-size``.
+            ``--batch-size``; run twice, in float32 and in bfloat16 autocast (when the device has native
+            bf16). The default ``--precision auto`` of ``predict``/``score`` is bf16 on such a device.
 
-It also reports the compute-only speed-up (both on preloaded pixels) and the achieved GFLOP/s of the
-encoder (FLOPs counted by ``torch.utils.flop_counter``) against a plain float32 matmul on this machine.
-Encoders: the demo bundle's ``demo-vit`` on every tile of the grid, then ``uni``-shaped ViT-L/16 (random
-weights) on ``--uni-tiles`` tiles (0 skips it). The headline ratio (demo-vit, end to end) is printed last.
+It also reports the compute-only speed-up (both on preloaded pixels), the achieved GFLOP/s of the encoder
+(FLOPs counted by ``torch.utils.flop_counter``) against a plain matmul of the same dtype on this machine,
+and how far bf16 features are from fp32 ones. Encoders: the demo bundle's ``demo-vit`` on every tile of the
+grid, then ``uni``-shaped ViT-L/16 (random weights) on ``--uni-tiles`` tiles (0 skips it). The headline
+ratios (end to end, default precision) are printed last.
 
-    .venv/bin/python benches/bench_encoder.py [--slide PATH] [--batch-size 32] [--uni-tiles 16] [--device cpu]
+    .venv/bin/python benches/bench_encoder.py [--slide PATH | --mosaic 3] [--batch-size 32] [--uni-tiles 32]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +36,57 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
-from sequoia_clinic.encoders import ENCODERS, TileEncoder, extract_features, random_encoder
+from sequoia_clinic.encoders import (
+    ENCODERS,
+    TileEncoder,
+    computes_in_bf16,
+    extract_features,
+    has_native_bf16,
+    random_encoder,
+)
 from sequoia_clinic.settings import Settings
 from sequoia_clinic.slides import build_tile_grid, compute_tissue_mask, iter_tile_batches, open_slide
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SLIDES = (
-    REPO / "sequoia_clinic" / "demo" / "CMU-1-Small-Region.svs",
-    REPO.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs",
-)
+DEMO_SLIDE = REPO / "sequoia_clinic" / "demo" / "CMU-1-Small-Region.svs"
+MOSAIC_MPP = 0.5
+STORED_TILE = 240  # Aperio's stored tile size: 256 px tiles straddle stored tiles, as on real slides
+
+
+def write_mosaic(path: Path, copies: int) -> Path:
+    """A single-level JPEG TIFF of ``copies`` x ``copies`` mirrored copies of the demo slide's pixels."""
+    import imagecodecs
+    import tifffile
+
+    with open_slide(DEMO_SLIDE) as slide:
+        base = slide.read_level_region(0, (0, 0), slide.info.dimensions)
+    strip = np.concatenate([base[:, ::-1] if j % 2 else base for j in range(copies)], axis=1)
+    image = np.concatenate([strip[::-1] if i % 2 else strip for i in range(copies)], axis=0)
+    height, width = image.shape[:2]
+
+    def tiles():
+        for y in range(0, height, STORED_TILE):
+            for x in range(0, width, STORED_TILE):
+                tile = np.zeros((STORED_TILE, STORED_TILE, 3), np.uint8)
+                crop = image[y : y + STORED_TILE, x : x + STORED_TILE]
+                tile[: crop.shape[0], : crop.shape[1]] = crop
+                yield imagecodecs.jpeg8_encode(tile, level=85)
+
+    px_per_cm = 1e4 / MOSAIC_MPP
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(
+            tiles(),
+            shape=(height, width, 3),
+            dtype=np.uint8,
+            tile=(STORED_TILE, STORED_TILE),
+            compression="jpeg",
+            photometric="ycbcr",
+            subsampling=(2, 2),
+            resolution=(px_per_cm, px_per_cm),
+            resolutionunit="CENTIMETER",
+            metadata=None,
+        )
+    return path
 
 
 def naive(slide, grid, indices: np.ndarray, encoder: TileEncoder) -> tuple[np.ndarray, float]:
@@ -68,16 +117,20 @@ def pipeline(
     return features, time.perf_counter() - start
 
 
-def compute_only(encoder: TileEncoder, pixels: np.ndarray, batch_size: int) -> tuple[float, float]:
-    """Seconds for (one tile per call, batched) forward passes over preloaded uint8 tiles."""
-    start = time.perf_counter()
-    for tile in pixels:
-        encoder.embed(tile[None])
-    single = time.perf_counter() - start
+def compute_only(
+    encoder: TileEncoder, pixels: np.ndarray, batch_size: int, single: bool
+) -> tuple[float, float]:
+    """Seconds for (one tile per call, batched) forward passes over preloaded uint8 tiles (inf if skipped)."""
+    t_single = float("inf")
+    if single:
+        start = time.perf_counter()
+        for tile in pixels:
+            encoder.embed(tile[None])
+        t_single = time.perf_counter() - start
     start = time.perf_counter()
     for lo in range(0, len(pixels), batch_size):
         encoder.embed(pixels[lo : lo + batch_size])
-    return single, time.perf_counter() - start
+    return t_single, time.perf_counter() - start
 
 
 def flops_per_tile(encoder: TileEncoder) -> float:
@@ -88,9 +141,9 @@ def flops_per_tile(encoder: TileEncoder) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 20) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 20) -> float:
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     best = float("inf")
     with torch.inference_mode():
         a @ b
@@ -105,6 +158,28 @@ def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 20) -> float:
     return 2 * n**3 / best / 1e9
 
 
+@dataclass
+class Run:
+    """Best-of timings (seconds) and features of one precision."""
+
+    encoder: TileEncoder
+    pipeline: float = float("inf")
+    single: float = float("inf")
+    batched: float = float("inf")
+    features: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    ratios: dict[str, float]  # precision -> pipeline vs naive
+    gflops: dict[str, float]  # precision -> batched encoder GFLOP/s
+
+
+def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+
+
 def bench(
     name: str,
     slide,
@@ -113,74 +188,119 @@ def bench(
     settings: Settings,
     device: torch.device,
     repeats: int,
-) -> tuple[float, float]:
+) -> Outcome:
     """Best of ``repeats`` alternating rounds of each measurement (the machine may be shared)."""
-    encoder = random_encoder(ENCODERS[name], seed=0, device=device)
-    encoder.embed(np.zeros((1, grid.tile_px, grid.tile_px, 3), np.uint8))  # warm-up (allocations, kernels)
+    precisions = ["fp32"] + (["bf16"] if has_native_bf16(device) else [])
+    runs = {p: Run(random_encoder(ENCODERS[name], seed=0, device=device, precision=p)) for p in precisions}
+    for run in runs.values():  # warm-up (allocations, kernels)
+        run.encoder.embed(np.zeros((1, grid.tile_px, grid.tile_px, 3), np.uint8))
     pixels = np.concatenate(
         [b.pixels for b in iter_tile_batches(slide, grid, indices, settings.tiles)], axis=0
     )
-    t_naive = t_pipe = t_single = t_batched = float("inf")
+    t_naive = float("inf")
     for _ in range(repeats):
-        slow, seconds = naive(slide, grid, indices, encoder)
+        slow, seconds = naive(slide, grid, indices, runs["fp32"].encoder)
         t_naive = min(t_naive, seconds)
-        fast, seconds = pipeline(slide, grid, indices, encoder, settings)
-        t_pipe = min(t_pipe, seconds)
-        single, batched = compute_only(encoder, pixels, settings.encoder_batch_size)
-        t_single, t_batched = min(t_single, single), min(t_batched, batched)
-    flops = flops_per_tile(encoder)
+        for precision, run in runs.items():
+            run.features, seconds = pipeline(slide, grid, indices, run.encoder, settings)
+            run.pipeline = min(run.pipeline, seconds)
+            single, batched = compute_only(
+                run.encoder, pixels, settings.encoder_batch_size, single=precision == "fp32"
+            )
+            run.single, run.batched = min(run.single, single), min(run.batched, batched)
+    flops = flops_per_tile(runs["fp32"].encoder)
     n = len(indices)
-    diff = float(np.abs(slow - fast).max())
+    default = "bf16" if computes_in_bf16(device, "auto") else "fp32"
     print(
         f"\n[{name}] {n} tiles, batch {settings.encoder_batch_size}, {device}, {flops / 1e9:.2f} GFLOP/tile, "
         f"best of {repeats}"
     )
-    print(f"  naive loop      {n / t_naive:9.2f} tiles/s   ({t_naive:.2f} s)")
-    print(f"  pipeline        {n / t_pipe:9.2f} tiles/s   ({t_pipe:.2f} s)")
+    print(f"  naive loop, fp32       {n / t_naive:9.2f} tiles/s   ({t_naive:.2f} s)")
+    for precision, run in runs.items():
+        mark = "   <- default (--precision auto)" if precision == default else ""
+        print(
+            f"  pipeline {precision}          {n / run.pipeline:9.2f} tiles/s   ({run.pipeline:.2f} s)  "
+            f"{t_naive / run.pipeline:.2f}x naive{mark}"
+        )
+    fp32 = runs["fp32"]
     print(
-        f"  compute only    {n / t_single:9.2f} tiles/s one-by-one, {n / t_batched:9.2f} tiles/s batched "
-        f"({t_single / t_batched:.2f}x)"
+        f"  compute only fp32      {n / fp32.single:9.2f} tiles/s one-by-one, {n / fp32.batched:9.2f} tiles/s "
+        f"batched ({fp32.single / fp32.batched:.2f}x)"
     )
-    achieved = flops * n / t_batched / 1e9
-    print(f"  encoder GFLOP/s {achieved:9.1f} batched compute, {flops * n / t_pipe / 1e9:.1f} end to end")
-    print(f"  max |naive - pipeline| feature difference: {diff:.2e} (resize rounding, batch GEMM order)")
-    ratio = t_naive / t_pipe
-    print(f"  speed-up end to end: {ratio:.2f}x")
-    return ratio, achieved
+    if "bf16" in runs:
+        print(f"  compute only bf16      {n / runs['bf16'].batched:9.2f} tiles/s batched")
+    gflops = {p: flops * n / run.batched / 1e9 for p, run in runs.items()}
+    print(
+        "  encoder GFLOP/s        "
+        + ", ".join(f"{p} {g:.1f}" for p, g in gflops.items())
+        + " (batched compute)"
+    )
+    diff = float(np.abs(slow - fp32.features).max())
+    print(f"  max |naive - pipeline fp32| feature difference: {diff:.2e} (resize rounding, batch GEMM order)")
+    if "bf16" in runs:
+        bf16 = runs["bf16"].features
+        rel = float(np.linalg.norm(bf16 - fp32.features) / np.linalg.norm(fp32.features))
+        print(
+            f"  bf16 vs fp32 features: relative L2 {rel:.2e}, min cosine {cosine_min(bf16, fp32.features):.6f}"
+        )
+    return Outcome(name, {p: t_naive / run.pipeline for p, run in runs.items()}, gflops)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slide", type=Path, default=None)
+    parser.add_argument("--slide", type=Path, default=None, help="a real slide instead of the mosaic")
+    parser.add_argument("--mosaic", type=int, default=3, help="copies per side of the demo-slide mosaic")
     parser.add_argument("--mpp", type=float, default=None, help="pixel size override for slides without one")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--uni-tiles", type=int, default=16, help="tiles for the ViT-L run (0 = skip)")
+    parser.add_argument("--uni-tiles", type=int, default=32, help="tiles for the ViT-L run (0 = skip)")
+    parser.add_argument("--uni-repeats", type=int, default=1, help="rounds for the ViT-L run (~100 s each)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per measurement (best is kept)")
     args = parser.parse_args()
-    slide_path = args.slide or next((p for p in DEFAULT_SLIDES if p.exists()), None)
-    if slide_path is None:
-        raise SystemExit("no slide found; pass --slide")
+    with tempfile.TemporaryDirectory(prefix="bench-encoder-") as tmp:
+        slide_path = args.slide or write_mosaic(
+            Path(tmp) / f"cmu-mosaic-{args.mosaic}x{args.mosaic}.tif", args.mosaic
+        )
+        run(args, slide_path)
+
+
+def run(args: argparse.Namespace, slide_path: Path) -> None:
     device = torch.device(args.device)
     settings = dataclasses.replace(Settings(), encoder_batch_size=args.batch_size, device=args.device)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, slide {slide_path.name}")
-    peak = matmul_gflops(device)
+    dtypes = {"fp32": torch.float32} | ({"bf16": torch.bfloat16} if has_native_bf16(device) else {})
+    default = "bf16" if computes_in_bf16(device, "auto") else "fp32"
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, slide {slide_path.name}, "
+        f"native bf16: {'yes' if 'bf16' in dtypes else 'no'}"
+    )
+    peak = {p: matmul_gflops(device, dt) for p, dt in dtypes.items()}
+    outcomes = []
     with open_slide(slide_path, mpp=args.mpp) as slide:
         mask = compute_tissue_mask(slide, settings.tissue)
         grid = build_tile_grid(slide, mask, settings.tiles)
         every = np.arange(grid.n_tiles)  # all grid tiles: tissue and background decode alike
         if args.uni_tiles > 0:
             uni = every[: args.uni_tiles]
-            uni_ratio, uni_gflops = bench("uni", slide, grid, uni, settings, device, max(1, args.repeats - 1))
-        demo_ratio, demo_gflops = bench("demo-vit", slide, grid, every, settings, device, args.repeats)
-    peak = max(peak, matmul_gflops(device))  # measured before and after: the best is the machine's figure
-    print(f"\nplain fp32 matmul (best of the runs before and after): {peak:.1f} GFLOP/s")
-    if args.uni_tiles > 0:
-        print(f"uni (ViT-L/16) batched encoder: {uni_gflops:.1f} GFLOP/s = {uni_gflops / peak:.0%} of matmul")
-    print(f"demo-vit batched encoder: {demo_gflops:.1f} GFLOP/s = {demo_gflops / peak:.0%} of matmul")
-    if args.uni_tiles > 0:
-        print(f"\nuni (ViT-L/16) pipeline vs naive: {uni_ratio:.2f}x")
-    print(f"demo-vit pipeline vs naive (tiles/s ratio, target >= 3x on CPU): {demo_ratio:.2f}x")
+            outcomes.append(bench("uni", slide, grid, uni, settings, device, args.uni_repeats))
+        outcomes.append(bench("demo-vit", slide, grid, every, settings, device, args.repeats))
+    # measured before and after: the best is the machine's figure
+    peak = {p: max(g, matmul_gflops(device, dtypes[p])) for p, g in peak.items()}
+    print(
+        "\nplain matmul (best of the runs before and after): "
+        + ", ".join(f"{p} {g:.1f} GFLOP/s" for p, g in peak.items())
+    )
+    for outcome in outcomes:
+        shares = ", ".join(
+            f"{p} {g:.1f} GFLOP/s = {g / peak[p]:.0%} of {p} matmul" for p, g in outcome.gflops.items()
+        )
+        print(f"{outcome.name} batched encoder: {shares}")
+    print(f"\npipeline vs naive loop, end to end (default precision here: {default}; target >= 3x on CPU):")
+    for outcome in outcomes:
+        others = ", ".join(f"{p} {r:.2f}x" for p, r in outcome.ratios.items() if p != default)
+        print(
+            f"  {outcome.name:9s} {outcome.ratios[default]:.2f}x"
+            + (f"   (pipeline {others})" if others else "")
+        )
 
 
 if __name__ == "__main__":
