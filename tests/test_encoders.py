@@ -148,11 +148,12 @@ def test_bf16_rule_is_known_before_the_encoder_is_loaded(monkeypatch):
 
 def test_cpu_bf16_follows_the_hardware(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert not has_native_bf16(cpu) and not computes_in_bf16(cpu)  # auto: fp32 on a CPU without it
     with pytest.raises(OptionError, match="no native bfloat16"):
         computes_in_bf16(cpu, "bf16")
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # e.g. Sapphire Rapids
     assert computes_in_bf16(cpu) and computes_in_bf16(cpu, "bf16") and not computes_in_bf16(cpu, "fp32")
 
 

@@ -250,7 +250,8 @@ def test_kmeans_path_on_a_tcga_slide(tcga_svs, demo):
 
 
 def test_precision_auto_follows_the_cpu_and_bf16_is_refused_without_it(cmu_svs, tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     out = tmp_path / "x.csv"
     result = CliRunner().invoke(
         app, ["predict", str(cmu_svs), "--out", str(out), "--precision", "bf16", "-q"]

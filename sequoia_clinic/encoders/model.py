@@ -65,16 +65,21 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def has_native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 matrix products in hardware.
 
-    CUDA: ``torch.cuda.is_bf16_supported()``. CPU: oneDNN's own check (AVX512-BF16 or AMX); torch has no
-    public API for it, so a missing private function counts as "no" (float32, never a crash).
+    CUDA: ``torch.cuda.is_bf16_supported()``. x86 CPU: the AVX512-BF16 or AMX instructions, read from
+    ``torch.cpu``'s capability checks (not oneDNN's "bf16 supported", which is also true on AVX512 CPUs
+    that only emulate bf16, slower than fp32). torch has no public API for this, so a missing function
+    counts as "no": float32, never a crash. Other CPUs (e.g. ARM) stay in float32.
     """
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
+    checks = [
+        getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        return any(bool(check()) for check in checks if check is not None)
+    except RuntimeError:
         return False
 
 
