@@ -21,9 +21,10 @@ from sequoia_clinic.bundles.manifest import MANIFEST_NAME, Bundle, FileRef, pars
 from sequoia_clinic.encoders.model import TileEncoder, create_network, load_encoder
 from sequoia_clinic.errors import BundleError
 from sequoia_clinic.fileio import sha256_file
+from sequoia_clinic.locations import models_dir
 from sequoia_clinic.settings import Settings
 
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+REPO_MODELS = models_dir()  # the checkout's models/, or the installed copy (sequoia_clinic/locations.py)
 
 
 def search_dirs(settings: Settings | None = None) -> list[Path]:

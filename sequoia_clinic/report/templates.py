@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from sequoia_clinic.errors import ReportError
+from sequoia_clinic.locations import templates_dir
 
 TEMPLATE_FILE = "report.toml"
 
 
 def default_templates_dir() -> Path:
-    """The ``templates/`` directory at the repository root (beside the ``sequoia_clinic`` package)."""
-    return Path(__file__).resolve().parents[2] / "templates"
+    """The ``templates/`` directory: the checkout's, or the installed copy (sequoia_clinic/locations.py)."""
+    return templates_dir()
 
 
 @dataclass(frozen=True)
