@@ -7,13 +7,12 @@ on uint8 tensors (torchvision's antialiased bilinear, which matches PIL to withi
 pixels), then scaling and normalisation in float32.
 
 Precision policy (``precision``): ``"auto"`` computes the network in bfloat16 autocast where the device
-has native bfloat16 arithmetic (CUDA GPUs from Ampere on; CPUs with AVX512-BF16 or AMX, as oneDNN reports
-them) and in float32 elsewhere; ``"fp32"`` always uses float32 (bit-for-bit the reference arithmetic);
-``"bf16"`` insists on bfloat16 and refuses a device without native support (emulated bf16 is slower than
-float32). Either way the result is deterministic for a fixed input on the CPU. What bfloat16 changes in
-features and predictions is measured by ``benches/bench_precision.py`` and recorded in the README.
-Preprocessing and the output are float32 in every mode. Channels-last memory format is used for the
-convolutional parts.
+has native bfloat16 arithmetic (CUDA GPUs from Ampere on; x86 CPUs with AVX512-BF16 or AMX) and in float32
+elsewhere; ``"fp32"`` always uses float32, the reference's arithmetic; ``"bf16"`` insists on bfloat16 and
+refuses a device without native support (emulated bf16 is slower than float32). Either way the result is
+deterministic for a fixed input on the CPU. What bfloat16 changes in features and predictions is measured
+by ``benches/bench_precision.py`` and recorded in the README. Preprocessing and the output are float32 in
+every mode. Channels-last memory format is used for the convolutional parts.
 """
 
 from __future__ import annotations
@@ -65,13 +64,14 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def has_native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 matrix products in hardware.
 
-    CUDA: ``torch.cuda.is_bf16_supported()``. x86 CPU: the AVX512-BF16 or AMX instructions, read from
+    CUDA: compute capability 8.0 or later (Ampere on), via ``torch.cuda.is_bf16_supported`` without its
+    default "emulation counts" (a V100 or T4 would run bf16 slower than fp32). x86 CPU: the AVX512-BF16 or AMX instructions, read from
     ``torch.cpu``'s capability checks (not oneDNN's "bf16 supported", which is also true on AVX512 CPUs
     that only emulate bf16, slower than fp32). torch has no public API for this, so a missing function
     counts as "no": float32, never a crash. Other CPUs (e.g. ARM) stay in float32.
     """
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
     checks = [
