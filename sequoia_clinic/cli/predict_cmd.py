@@ -103,7 +103,9 @@ def print_summary(console: Console, result: InferenceResult, genes: list[str], o
     trained = "trained" if result.bundle_trained else "[bold red]NOT TRAINED (demo)[/bold red]"
     info = result.slide_info
     grid = result.grid
-    console.print(f"bundle      {result.bundle_name} {result.bundle_version} ({trained}), {result.device}")
+    console.print(
+        f"bundle      {result.bundle_name} {result.bundle_version} ({trained}), {result.device}, encoder {result.settings_used['precision']}"
+    )
     console.print(
         f"slide       sha256 {result.slide_sha256[:16]}…, {info.format}, {info.mpp[0]:.4f} um/px ({info.mpp_source})"
     )
