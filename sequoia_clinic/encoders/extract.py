@@ -1,9 +1,9 @@
 """Streaming, batched feature extraction: a loader thread decodes tiles while the encoder computes.
 
 The tile reader (``sequoia_clinic.slides.iter_tile_batches``) is a generator of decoded uint8 batches. It
-is driven by one background thread that also runs the host-side preprocessing (``TileEncoder.prepare``:
-resize + normalise on the CPU, pinning for CUDA) and fills a small bounded queue, so JPEG/JPEG 2000
-decoding and preprocessing overlap with the encoder's matrix work on the main thread (all release the GIL). Results are written into a
+is driven by one background thread (``TileEncoder.prepare``: checks, pinning for CUDA) that fills a small
+bounded queue, so JPEG/JPEG 2000 decoding (imagecodecs, which releases the GIL) overlaps with resizing,
+normalising and the encoder's matrix work on the main thread. Results are written into a
 preallocated (n, D) float32 array in the order of the requested tile indices, whatever order batches
 arrive in. A failure in either thread stops both and is re-raised in the caller; the loader checks a stop
 event between batches and is always joined before returning, so the slide is never closed under it.
