@@ -14,9 +14,9 @@ tiles rather than the demo slide's 88 (whose runs last a tenth of a second and a
 
 It also reports the compute-only speed-up (both on preloaded pixels), the achieved GFLOP/s of the encoder
 (FLOPs counted by ``torch.utils.flop_counter``) against a plain matmul of the same dtype on this machine,
-and how far bf16 features are from fp32 ones. Encoders: the demo bundle's ``demo-vit`` on every tile of the
-grid, then ``uni``-shaped ViT-L/16 (random weights) on ``--uni-tiles`` tiles (0 skips it). The headline
-ratios (end to end, default precision) are printed last.
+and how far bf16 features are from fp32 ones. Encoders: ``uni``-shaped ViT-L/16 (random weights) on the first
+``--uni-tiles`` tiles (0 skips it), then the demo bundle's ``demo-vit`` on every tile of the grid. The
+headline ratios (end to end, default precision) are printed last.
 
     .venv/bin/python benches/bench_encoder.py [--slide PATH | --mosaic 3] [--batch-size 32] [--uni-tiles 32]
 """
