@@ -28,7 +28,7 @@ from sklearn.metrics import adjusted_rand_score
 from sequoia_clinic.bundles import load_bundle, load_bundle_ensemble
 from sequoia_clinic.encoders import has_native_bf16
 from sequoia_clinic.features import cluster_features
-from sequoia_clinic.inference import InferenceResult, run_inference
+from sequoia_clinic.pipeline.predict import InferenceResult, run_inference
 from sequoia_clinic.settings import Settings
 from sequoia_clinic.survival.model import RiskModel
 

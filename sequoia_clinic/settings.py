@@ -43,7 +43,7 @@ class FeatureSettings:
 
     The fields typed ``int | None`` are defined by the model bundle's preprocessing: None (the default)
     means "the bundle's value" (SEQUOIA: 4000 tiles, sample seed 99, k-means seed 0, n_init 1); a number is
-    an explicit override that wins over the bundle. ``sequoia_clinic.inference.resolve_feature_settings``
+    an explicit override that wins over the bundle. ``sequoia_clinic.pipeline.predict.resolve_feature_settings``
     turns them into numbers; n_clusters always follows the bundle (it is the aggregator's token count).
     """
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from sequoia_clinic.bundles import load_bundle
 from sequoia_clinic.encoders import ENCODERS, array_batches, extract_features, random_encoder
-from sequoia_clinic.inference import run_inference
+from sequoia_clinic.pipeline.predict import run_inference
 from sequoia_clinic.settings import Settings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -14,7 +14,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from sequoia_clinic import inference
+from sequoia_clinic.pipeline import predict as inference
 from sequoia_clinic.bundles import load_bundle, load_bundle_encoder
 from sequoia_clinic.cli.common import user_errors
 from sequoia_clinic.cli.main import app
@@ -22,7 +22,7 @@ from sequoia_clinic.encoders import has_native_bf16
 from sequoia_clinic.errors import ChecksumError, OptionError
 from sequoia_clinic.features import FeatureCache
 from sequoia_clinic.fileio import atomic_path
-from sequoia_clinic.inference import resolve_feature_settings, run_inference
+from sequoia_clinic.pipeline.predict import resolve_feature_settings, run_inference
 from sequoia_clinic.settings import FeatureSettings, Settings
 from sequoia_clinic.slides import open_slide
 

@@ -263,7 +263,7 @@ def test_calibration_warning_follows_the_models_expression_source() -> None:
 
     from sequoia_clinic.cli.calibrate_cmd import check_expression_source
     from sequoia_clinic.errors import OptionError
-    from sequoia_clinic.scoring import DEFAULT_RISK_MODEL, calibration_warning
+    from sequoia_clinic.pipeline.score import DEFAULT_RISK_MODEL, calibration_warning
     from sequoia_clinic.survival import RiskModel
 
     model = RiskModel.load(DEFAULT_RISK_MODEL)
@@ -279,7 +279,7 @@ def test_calibration_warning_follows_the_models_expression_source() -> None:
 
 
 def test_dicom_report_references_the_level0_instance(cmu_dicom: Path) -> None:
-    from sequoia_clinic.scoring import _dicom_header
+    from sequoia_clinic.pipeline.score import _dicom_header
 
     header = _dicom_header(cmu_dicom)
     assert header is not None and "VOLUME" in list(header.ImageType)

@@ -14,10 +14,10 @@ import typer
 from sequoia_clinic.cli.common import user_errors
 from sequoia_clinic.cli.score_cmd import build_settings, print_outcome, run_score
 
-# sequoia_clinic.scoring (torch, timm, sksurv) is imported inside the functions that use it, not here,
+# sequoia_clinic.pipeline.score (torch, timm, sksurv) is imported inside the functions that use it, not here,
 # so `sequoia-clinic --help` and the other commands start fast.
 if TYPE_CHECKING:
-    from sequoia_clinic.scoring import PatientOptions
+    from sequoia_clinic.pipeline.score import PatientOptions
 
 DEMO_SLIDE = Path(__file__).resolve().parents[1] / "demo" / "CMU-1-Small-Region.svs"
 DEMO_PATIENT_FIELDS = {
@@ -31,7 +31,7 @@ DEMO_PATIENT_FIELDS = {
 
 def demo_patient() -> PatientOptions:
     """The fictitious patient and specimen printed on the demo report."""
-    from sequoia_clinic.scoring import PatientOptions
+    from sequoia_clinic.pipeline.score import PatientOptions
 
     return PatientOptions(**DEMO_PATIENT_FIELDS)
 
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     ) -> None:
         """Score the bundled demo slide and print where the report is."""
-        from sequoia_clinic.scoring import ScoreRequest
+        from sequoia_clinic.pipeline.score import ScoreRequest
 
         settings = build_settings("cpu", quiet, None, None, True, None, None, None)
         request = ScoreRequest(

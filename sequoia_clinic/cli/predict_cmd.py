@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from sequoia_clinic.bundles import Bundle
-    from sequoia_clinic.inference import InferenceResult
+    from sequoia_clinic.pipeline.predict import InferenceResult
 
 OUTPUT_FORMATS = (".csv", ".parquet")
 
@@ -173,7 +173,7 @@ def register(app: typer.Typer) -> None:
         """Predict gene expression for one slide and write it as one row."""
         from sequoia_clinic.bundles import load_bundle
         from sequoia_clinic.encoders import make_progress
-        from sequoia_clinic.inference import run_inference
+        from sequoia_clinic.pipeline.predict import run_inference
 
         suffix = check_output(out)
         check_device(device, precision)

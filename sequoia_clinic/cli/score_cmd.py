@@ -22,10 +22,10 @@ from sequoia_clinic.cli.predict_cmd import default_cache_dir
 from sequoia_clinic.errors import OptionError
 from sequoia_clinic.settings import ModelSettings, ReportSettings, Settings
 
-# sequoia_clinic.scoring and sequoia_clinic.encoders (torch, timm, sksurv) are imported inside the
+# sequoia_clinic.pipeline.score and sequoia_clinic.encoders (torch, timm, sksurv) are imported inside the
 # functions that use them, not here, so `sequoia-clinic --help` and the other commands start fast.
 if TYPE_CHECKING:
-    from sequoia_clinic.scoring import ScoreOutcome, ScoreRequest
+    from sequoia_clinic.pipeline.score import ScoreOutcome, ScoreRequest
 
 
 def build_settings(
@@ -57,7 +57,7 @@ def build_settings(
 def run_score(request: ScoreRequest, settings: Settings, quiet: bool) -> ScoreOutcome:
     """Run :func:`score_slide` with a progress display (terminal) or plain stage lines (logs)."""
     from sequoia_clinic.encoders import make_progress
-    from sequoia_clinic.scoring import score_slide
+    from sequoia_clinic.pipeline.score import score_slide
 
     console = stderr_console()
     interactive = not quiet and sys.stderr.isatty()
@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     ) -> None:
         """Score one slide and write the patient report (research use only)."""
-        from sequoia_clinic.scoring import PatientOptions, ScoreRequest, default_out_dir, parse_formats
+        from sequoia_clinic.pipeline.score import PatientOptions, ScoreRequest, default_out_dir, parse_formats
 
         if risk_model is not None and not risk_model.is_file():
             raise OptionError(

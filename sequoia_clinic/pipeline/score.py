@@ -32,7 +32,7 @@ from sequoia_clinic.aggregator.spatial import spatial_expression
 from sequoia_clinic.bundles import REPO_MODELS, Bundle, load_bundle, load_bundle_ensemble
 from sequoia_clinic.errors import OptionError, RiskModelError, SequoiaError
 from sequoia_clinic.fileio import atomic_dir, check_output_dir, sha256_file, write_json_atomic
-from sequoia_clinic.inference import InferenceResult, run_inference
+from sequoia_clinic.pipeline.predict import InferenceResult, run_inference
 from sequoia_clinic.report import (
     AbsoluteRisk,
     CalibrationCohort,
