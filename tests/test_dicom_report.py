@@ -10,14 +10,14 @@ import pytest
 
 from sequoia_clinic.errors import ReportError
 from sequoia_clinic.report import PatientInfo
+from sequoia_clinic.pipeline.patient import patient_from_metadata, study_from_metadata
 from sequoia_clinic.report.dicom import (
     ENCAPSULATED_PDF_STORAGE,
     StudyInfo,
-    patient_from_dicom,
     read_encapsulated_pdf,
-    study_from_dicom,
     write_encapsulated_pdf,
 )
+from sequoia_clinic.slides import SlideMetadata, open_slide
 
 PATIENT = PatientInfo(
     name="Doe, Jane", patient_id="PAT-0012345", birth_date="1961-04-23", sex="F", accession="S24-004711"
@@ -32,14 +32,24 @@ TINY_PDF = (
 
 @pytest.fixture(scope="module")
 def slide_header(cmu_dicom: Path) -> pydicom.Dataset:
-    first = sorted(cmu_dicom.glob("*.dcm"))[0]
-    return pydicom.dcmread(first, stop_before_pixels=True)
+    """The level-0 VOLUME instance's header, read independently of the slide reader."""
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(cmu_dicom.glob("*.dcm"))]
+    volumes = [ds for ds in headers if "VOLUME" in [str(v).upper() for v in ds.ImageType]]
+    return max(volumes, key=lambda ds: int(ds.TotalPixelMatrixColumns))
+
+
+@pytest.fixture(scope="module")
+def slide_metadata(cmu_dicom: Path) -> SlideMetadata:
+    with open_slide(cmu_dicom) as slide:
+        return slide.info.metadata
 
 
 @pytest.mark.parametrize("pdf", [TINY_PDF, TINY_PDF + b"\n"], ids=["odd", "even"])
-def test_pdf_round_trips_with_slide_study(tmp_path: Path, slide_header: pydicom.Dataset, pdf: bytes) -> None:
+def test_pdf_round_trips_with_slide_study(
+    tmp_path: Path, slide_header: pydicom.Dataset, slide_metadata: SlideMetadata, pdf: bytes
+) -> None:
     out = tmp_path / "report.dcm"
-    write_encapsulated_pdf(pdf, out, PATIENT, study_from_dicom(slide_header), now=NOW)
+    write_encapsulated_pdf(pdf, out, PATIENT, study_from_metadata(slide_metadata), now=NOW)
     ds = pydicom.dcmread(out)
     assert ds.file_meta.MediaStorageSOPClassUID == ENCAPSULATED_PDF_STORAGE
     assert ds.SOPClassUID == ENCAPSULATED_PDF_STORAGE
@@ -78,11 +88,12 @@ def test_bad_inputs_raise_and_write_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_patient_from_dicom_slide(slide_header: pydicom.Dataset) -> None:
-    patient = patient_from_dicom(slide_header)
+def test_patient_from_dicom_slide(slide_metadata: SlideMetadata) -> None:
+    patient = patient_from_metadata(slide_metadata, is_dicom=True)
     # the CMU DICOM has empty patient attributes and an acquisition date of 2009-12-29
     assert patient.name is None and patient.patient_id is None and patient.birth_date is None
     assert patient.scan_date == "2009-12-29"
-    ds = pydicom.Dataset()
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "P1", "19610423"
-    assert patient_from_dicom(ds) == PatientInfo(name="Doe, Jane", patient_id="P1", birth_date="1961-04-23")
+    meta = SlideMetadata(patient_name="Doe^Jane", patient_id="P1", patient_birth_date="19610423")
+    assert patient_from_metadata(meta, is_dicom=True) == PatientInfo(
+        name="Doe, Jane", patient_id="P1", birth_date="1961-04-23"
+    )

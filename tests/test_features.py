@@ -49,7 +49,7 @@ def test_fewer_tiles_than_clusters_uses_tiles_as_tokens(fill):
     expected_fill = x.astype(np.float64).mean(axis=0) if fill == "slide-mean" else np.zeros(16)
     np.testing.assert_allclose(result.features[42:], np.broadcast_to(expected_fill, (58, 16)), atol=1e-5)
     assert result.filled_rows == tuple(range(42, 100))
-    assert "only 42 usable tiles" in result.warnings[0]
+    assert result.warnings[0].code == "few-tiles" and "only 42 usable tiles" in result.warnings[0].message
     assert np.isfinite(result.features).all()
 
 
@@ -67,7 +67,7 @@ def test_empty_clusters_are_filled_never_nan():
     for row in populated[:5]:
         np.testing.assert_allclose(result.features[row], x[result.labels == row].mean(axis=0), atol=1e-6)
     assert set(np.unique(result.labels)) == set(populated)
-    assert "empty rows" in result.warnings[0] and "issue #20" in result.warnings[0]
+    assert result.warnings[0].code == "empty-clusters" and "issue #20" in result.warnings[0].message
 
 
 def test_cluster_features_refuse_bad_input():

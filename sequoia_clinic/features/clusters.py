@@ -29,6 +29,8 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
+from sequoia_clinic.qc import QCCode, QCWarning
+
 FILL_RULES = ("slide-mean", "zeros")
 
 
@@ -42,7 +44,7 @@ class ClusterFeatures:
     n_populated: int  # rows backed by at least one tile
     filled_rows: tuple[int, ...]  # rows holding the fill value
     fill: str
-    warnings: tuple[str, ...]
+    warnings: tuple[QCWarning, ...]
 
 
 def _fill_row(tile_features: np.ndarray, fill: str) -> np.ndarray:
@@ -76,7 +78,7 @@ def cluster_features(
         raise ValueError("tile features contain NaN or infinity")
     fill_row = _fill_row(x, fill)
     out = np.empty((n_clusters, x.shape[1]), dtype=np.float32)
-    notes: list[str] = []
+    notes: list[QCWarning] = []
     fill_text = "slide-mean feature" if fill == "slide-mean" else "zero vector"
 
     if len(x) < n_clusters:
@@ -85,9 +87,12 @@ def cluster_features(
         filled = tuple(range(len(x), n_clusters))
         out[len(x) :] = fill_row
         notes.append(
-            f"only {len(x)} usable tiles (fewer than {n_clusters}): k-means was skipped, each tile is its own "
-            f"token and the other {len(filled)} rows hold the {fill_text}; the reference SEQUOIA code cannot "
-            "predict such slides, so interpret this prediction with caution"
+            QCWarning(
+                QCCode.FEW_TILES,
+                f"only {len(x)} usable tiles (fewer than {n_clusters}): k-means was skipped, each tile is its own "
+                f"token and the other {len(filled)} rows hold the {fill_text}; the reference SEQUOIA code cannot "
+                "predict such slides, so interpret this prediction with caution",
+            )
         )
         return ClusterFeatures(out, labels, "tiles", len(x), filled, fill, tuple(notes))
 
@@ -102,9 +107,12 @@ def cluster_features(
             out[k] = members.mean(axis=0)  # float32 mean, as the reference's np.mean on float32 features
     if filled_rows:
         notes.append(
-            f"k-means populated {n_clusters - len(filled_rows)} of {n_clusters} clusters; the "
-            f"{len(filled_rows)} empty rows hold the {fill_text} (the reference code would give NaN "
-            "predictions here, sequoia-pub issue #20)"
+            QCWarning(
+                QCCode.EMPTY_CLUSTERS,
+                f"k-means populated {n_clusters - len(filled_rows)} of {n_clusters} clusters; the "
+                f"{len(filled_rows)} empty rows hold the {fill_text} (the reference code would give NaN "
+                "predictions here, sequoia-pub issue #20)",
+            )
         )
     return ClusterFeatures(
         out, labels, "kmeans", n_clusters - len(filled_rows), tuple(filled_rows), fill, tuple(notes)

@@ -8,4 +8,3 @@ Modules here import the stages (``slides``, ``encoders``, ``features``, ``aggreg
 ``survival``, ``report``); no stage imports this package, and the CLI imports only this package and
 ``settings``/``errors``.
 """
-

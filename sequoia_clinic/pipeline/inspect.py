@@ -68,7 +68,13 @@ class InspectResult:
             "width": self.width,
             "height": self.height,
             "levels": [
-                {"index": v.index, "width": v.width, "height": v.height, "downsample": v.downsample, "mpp": v.mpp}
+                {
+                    "index": v.index,
+                    "width": v.width,
+                    "height": v.height,
+                    "downsample": v.downsample,
+                    "mpp": v.mpp,
+                }
                 for v in self.levels
             ],
             "mpp": list(self.mpp),

@@ -1,15 +1,20 @@
-"""SEQUOIA inference for one slide: tissue → tiles → encoder → k-means cluster features → fold ensemble.
+"""predict: one slide → predicted expression (tissue → tiles → encoder → k-means cluster features → folds).
 
-:func:`run_inference` is the single entry point used by the ``predict`` and ``score`` commands. The bundle
-decides what the model was trained with (tile size, target resolution, number of cluster tokens, and by
-default the tile cap and the sampling/k-means seeds); the settings decide the run (device, batch size,
-cache folder) and may override the cap and seeds (:func:`resolve_feature_settings`). The aggregator folds
-are verified and loaded before any tile is encoded, so a damaged bundle fails fast. With a cache folder,
-the tile features, the kept/sampled tiles and the cluster features are stored under a key made of the
-slide's content hash, the encoder and its weights' sha256 and the preprocessing, so a second run skips the
-tile pixel checks and the encoder. The cache is best-effort: an unwritable cache folder or a failed write
-costs a QC warning, never the run. Every QC concern is recorded as a plain-language warning in the result;
-the warnings never contain patient identifiers.
+:func:`predict_slide` is the flow behind ``sequoia-clinic predict``: a pure function of a
+:class:`PredictRequest` and the :class:`Settings` (apart from the clock in the timings). It loads the
+bundle and its aggregator folds, then calls :func:`run_prediction`, which ``score`` (and later ``cohort``)
+call directly with folds they already hold. The bundle decides what the model was trained with (tile size,
+target resolution, number of cluster tokens, and by default the tile cap and the sampling/k-means seeds);
+the settings decide the run (device, batch size, cache folder) and may override the cap and seeds
+(:func:`resolve_feature_settings`). The folds are verified and loaded before any tile is encoded, so a
+damaged bundle fails fast.
+
+The slide is opened once and hashed once per run; a thumbnail for the report is taken while it is open
+(``PredictRequest.thumbnail_px``). With a cache folder, the tile features, the kept/sampled tiles and the
+cluster features are stored under a key made of the slide's content hash, the encoder and its weights'
+sha256 and the preprocessing, so a second run skips the tile pixel checks and the encoder. The cache is
+best-effort: an unwritable cache folder or a failed write costs a QC warning, never the run. Every QC concern
+is a coded :class:`~sequoia_clinic.qc.QCWarning`; the warnings never contain patient identifiers.
 """
 
 from __future__ import annotations
@@ -26,18 +31,26 @@ import torch
 
 from sequoia_clinic import __version__
 from sequoia_clinic.aggregator import FoldEnsemble
-from sequoia_clinic.bundles import Bundle, Preprocessing, load_bundle_encoder, load_bundle_ensemble
+from sequoia_clinic.bundles import (
+    Bundle,
+    Preprocessing,
+    load_bundle,
+    load_bundle_encoder,
+    load_bundle_ensemble,
+)
 from sequoia_clinic.encoders import ExtractionStats, computes_in_bf16, extract_features, resolve_device
-from sequoia_clinic.encoders.progress import ProgressLike
 from sequoia_clinic.errors import NoTissueError, OptionError
 from sequoia_clinic.features import (
     FILL_RULES,
+    CacheEntry,
     ClusterFeatures,
     FeatureCache,
     cache_key,
     cluster_features,
     sample_tiles,
 )
+from sequoia_clinic.progress import ProgressLike
+from sequoia_clinic.qc import QCCode, QCWarning
 from sequoia_clinic.settings import FeatureSettings, Settings
 from sequoia_clinic.slides import (
     SlideInfo,
@@ -47,13 +60,45 @@ from sequoia_clinic.slides import (
     compute_tissue_mask,
     iter_tile_batches,
     open_slide,
+    opened_slide_sha256,
     select_tiles,
-    slide_sha256,
 )
 
+DEFAULT_BUNDLE = "sequoia-brca-demo"
 
-@dataclass
-class InferenceResult:
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """What to predict: a slide, the bundle (name or folder), an optional pixel size and gene subset."""
+
+    slide: Path
+    bundle: str | Path = DEFAULT_BUNDLE
+    mpp: float | None = None  # overrides the slide's recorded pixel size (um/px)
+    genes: tuple[str, ...] | None = None  # None: every gene of the bundle, in its output order
+    thumbnail_px: int | None = None  # also keep a thumbnail (longest side) taken while the slide is open
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The preprocessing one prediction actually used: the bundle's values, with explicit overrides."""
+
+    tile_px: int
+    target_mpp: float
+    mpp_override: float | None
+    n_clusters: int
+    kmeans_seed: int
+    n_init: int
+    fill: str
+    max_tiles: int
+    sample_seed: int
+    precision: str  # "fp32" or "bf16": the tile encoder's arithmetic
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Prediction:
     """Everything one prediction used and produced (arrays indexed as documented per field)."""
 
     slide_path: Path
@@ -64,16 +109,10 @@ class InferenceResult:
     kept_indices: np.ndarray  # (n_kept,) grid indices of tiles that passed the tissue checks
     used_indices: np.ndarray  # (n_used,) grid indices embedded (<= max_tiles, seeded sample, sample order;
     #                            tiles are *read* in sorted order, but every per-tile array follows this one)
-    max_tiles: int
-    sample_seed: int
     tile_features: np.ndarray  # (n_used, D) float32, row i = tile used_indices[i]
-    cluster_labels: np.ndarray  # (n_used,) token row of each used tile
-    cluster_features: np.ndarray  # (n_clusters, D) float32, the aggregator input
-    cluster_method: str  # "kmeans" or "tiles" (fewer tiles than clusters)
-    n_clusters_populated: int
-    filled_rows: tuple[int, ...]  # token rows that hold the fill value (empty clusters / padding)
-    qc_warnings: list[str]
-    genes: tuple[str, ...]
+    clusters: ClusterFeatures  # the (n_clusters, D) aggregator input and how it was made
+    qc_warnings: tuple[QCWarning, ...]
+    genes: tuple[str, ...]  # the bundle's output order
     expression: np.ndarray  # (n_genes,) float64, mean over folds
     per_fold: np.ndarray  # (n_folds, n_genes) float32
     timings: dict[str, float]
@@ -85,10 +124,21 @@ class InferenceResult:
     bundle_trained: bool
     cache_hit: bool
     device: str
+    settings_used: RunSettings
     extraction: ExtractionStats | None = None  # None on a cache hit
-    settings_used: dict[str, Any] = field(default_factory=dict)
-    # the loaded, checksum-verified folds, for further predictions (spatial maps) without reloading
-    ensemble: FoldEnsemble | None = field(default=None, repr=False, compare=False)
+    thumbnail: np.ndarray | None = field(default=None, repr=False)  # (h, w, 3) uint8 when asked for
+
+    @property
+    def max_tiles(self) -> int:
+        return self.settings_used.max_tiles
+
+    @property
+    def sample_seed(self) -> int:
+        return self.settings_used.sample_seed
+
+    @property
+    def cluster_features(self) -> np.ndarray:
+        return self.clusters.features
 
     @property
     def tile_coords(self) -> np.ndarray:
@@ -187,9 +237,17 @@ def _cluster_params(settings: Settings) -> dict[str, Any]:
 
 
 def _from_cache(cache: FeatureCache | None, key: str, grid: TileGrid, settings: Settings) -> _Features | None:
+    """The cached features for ``key``, or None (no cache, no entry, or an entry that does not fit)."""
     entry = cache.load(key) if cache is not None else None
     if entry is None:
         return None
+    try:
+        return _features_from_entry(entry, grid, settings)
+    except (KeyError, TypeError, ValueError):  # an entry from another layout: recompute
+        return None
+
+
+def _features_from_entry(entry: CacheEntry, grid: TileGrid, settings: Settings) -> _Features | None:
     a = entry.arrays
     if a["coords"].shape != grid.coords.shape or not np.array_equal(a["coords"], grid.coords):
         return None  # the tile grid changed (e.g. a new slides version): recompute
@@ -203,7 +261,9 @@ def _from_cache(cache: FeatureCache | None, key: str, grid: TileGrid, settings: 
             n_populated=int(entry.meta["n_populated"]),
             filled_rows=tuple(int(r) for r in a["filled_rows"]),
             fill=settings.features.empty_row_fill,
-            warnings=tuple(entry.meta["cluster_warnings"]),
+            warnings=tuple(
+                QCWarning(QCCode(code), str(text)) for code, text in entry.meta["cluster_warnings"]
+            ),
         )
     return _Features(grid, a["used_indices"], a["tile_features"], clusters, None, True)
 
@@ -226,7 +286,7 @@ def _save_cache(
     feats: _Features,
     clusters: ClusterFeatures,
     settings: Settings,
-) -> str | None:
+) -> QCWarning | None:
     """Store the entry, best-effort: returns a QC warning instead of failing when it cannot be written."""
     if cache is None:
         return None
@@ -236,7 +296,9 @@ def _save_cache(
             return None
         except OSError as exc:  # disk full, permissions changed mid-run ...: the result does not depend on it
             problem = exc.strerror or type(exc).__name__
-    return f"feature cache not written: {problem}; the result is unaffected"
+    return QCWarning(
+        QCCode.CACHE_NOT_WRITTEN, f"feature cache not written: {problem}; the result is unaffected"
+    )
 
 
 def _write_entry(
@@ -255,34 +317,43 @@ def _write_entry(
         "cluster_params": _cluster_params(settings),
         "cluster_method": clusters.method,
         "n_populated": clusters.n_populated,
-        "cluster_warnings": list(clusters.warnings),
+        "cluster_warnings": [[w.code.value, w.message] for w in clusters.warnings],
     }
     cache.save(key, arrays, meta)
 
 
 def _qc_warnings(
-    bundle: Bundle, info: SlideInfo, grid: TileGrid, clusters: ClusterFeatures, cache_note: str | None
-) -> list[str]:
+    bundle: Bundle, info: SlideInfo, grid: TileGrid, clusters: ClusterFeatures, cache_note: QCWarning | None
+) -> tuple[QCWarning, ...]:
     notes = []
     if not bundle.trained:
         notes.append(
-            f"bundle '{bundle.name}' is NOT trained (demo weights): the predicted values are meaningless "
-            "and must not be interpreted"
+            QCWarning(
+                QCCode.UNTRAINED_BUNDLE,
+                f"bundle '{bundle.name}' is NOT trained (demo weights): the predicted values are meaningless "
+                "and must not be interpreted",
+            )
         )
     if info.mpp_source == "objective-power":
         notes.append(
-            "the pixel size was inferred from the objective power, not recorded by the scanner; "
-            "check it (pass --mpp to set it)"
+            QCWarning(
+                QCCode.MPP_ESTIMATED,
+                "the pixel size was inferred from the objective power, not recorded by the scanner; "
+                "check it (pass --mpp to set it)",
+            )
         )
     if grid.resampled:
         notes.append(
-            f"no pyramid level is at {grid.target_mpp} um/px: tiles were resampled from "
-            f"{grid.level_mpp:.3f} um/px"
+            QCWarning(
+                QCCode.TILES_RESAMPLED,
+                f"no pyramid level is at {grid.target_mpp} um/px: tiles were resampled from "
+                f"{grid.level_mpp:.3f} um/px",
+            )
         )
     notes.extend(clusters.warnings)
     if cache_note is not None:
         notes.append(cache_note)
-    return notes
+    return tuple(notes)
 
 
 def _encode(
@@ -327,14 +398,47 @@ def _precision(bf16: bool) -> str:
     return "bf16" if bf16 else "fp32"
 
 
-def run_inference(
-    slide_path: Path,
+def load_folds(bundle: Bundle, settings: Settings) -> FoldEnsemble:
+    """The bundle's aggregator folds on the settings' device, each verified against the manifest first."""
+    return load_bundle_ensemble(bundle, resolve_device(settings.device))
+
+
+def predict_slide(request: PredictRequest, settings: Settings, progress: ProgressLike = None) -> Prediction:
+    """The ``predict`` flow: load and check the bundle, then predict every gene for one slide."""
+    bundle = load_bundle(request.bundle, settings)
+    if request.genes is not None:
+        check_genes(request.genes, bundle)
+    return run_prediction(request, bundle, load_folds(bundle, settings), settings, progress)
+
+
+def check_genes(genes: Sequence[str], bundle: Bundle) -> None:
+    """Refuse an empty gene list or genes the bundle does not predict (one line, the first few named)."""
+    if not genes:
+        raise OptionError(
+            "--genes is empty", fix="Pass gene symbols separated by commas, e.g. --genes ESR1,ERBB2."
+        )
+    known = set(bundle.genes)
+    unknown = [g for g in genes if g not in known]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
+        raise OptionError(
+            f"gene(s) not predicted by bundle '{bundle.name}': {shown}",
+            fix="Use HGNC symbols from the bundle's genes.csv.",
+        )
+
+
+def run_prediction(
+    request: PredictRequest,
     bundle: Bundle,
+    ensemble: FoldEnsemble,
     settings: Settings,
-    mpp: float | None = None,
     progress: ProgressLike = None,
-) -> InferenceResult:
-    """Predict the bundle's genes for one slide (fold-mean), recording inputs, QC and timings."""
+) -> Prediction:
+    """Predict the bundle's genes for one slide (fold-mean) with folds already loaded.
+
+    The slide is opened once: its content hash, tissue mask, tile grid, tile pixels and (when asked for)
+    the report thumbnail all come from that one opening.
+    """
     start = time.perf_counter()
     timings: dict[str, float] = {}
     settings = effective_settings(settings, bundle)
@@ -342,17 +446,14 @@ def run_inference(
     # The encoder's rule, known before it is loaded (and refusing bf16 on a device without it, early).
     precision = _precision(computes_in_bf16(device, settings.precision))
     cache, cache_problem = _open_cache(settings)
-    slide_path = Path(slide_path)
+    slide_path = Path(request.slide)
+    mpp = request.mpp
 
-    t0 = time.perf_counter()
-    ensemble = load_bundle_ensemble(bundle, device)  # verify the folds before the long tile encoding
-    timings["load_aggregator"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    slide_hash = slide_sha256(slide_path)
-    timings["hash_slide"] = time.perf_counter() - t0
-
+    thumbnail = None
     with open_slide(slide_path, mpp=mpp) as slide:
+        t0 = time.perf_counter()
+        slide_hash = opened_slide_sha256(slide)
+        timings["hash_slide"] = time.perf_counter() - t0
         info = slide.info
         t0 = time.perf_counter()
         mask = compute_tissue_mask(slide, settings.tissue)
@@ -367,6 +468,10 @@ def run_inference(
             if actual != precision:  # cannot happen while both use computes_in_bf16; never mislabel
                 precision, key = actual, _tile_key(slide_hash, mpp, bundle, settings, actual)
             feats = _Features(grid, used, tile_features, None, stats, False)
+        if request.thumbnail_px is not None:
+            t0 = time.perf_counter()
+            thumbnail = slide.thumbnail(request.thumbnail_px)
+            timings["thumbnail"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     clusters = feats.clusters
@@ -386,23 +491,17 @@ def run_inference(
         raise RuntimeError("the aggregator produced non-finite predictions from finite input")
     timings["total"] = time.perf_counter() - start
 
-    kept = feats.grid.kept_indices
-    return InferenceResult(
+    features = settings.features
+    return Prediction(
         slide_path=slide_path,
         slide_sha256=slide_hash,
         slide_info=info,
         mask=mask,
         grid=feats.grid,
-        kept_indices=kept,
+        kept_indices=feats.grid.kept_indices,
         used_indices=np.asarray(feats.used, dtype=np.int64),
-        max_tiles=settings.features.max_tiles,
-        sample_seed=settings.features.sample_seed,
         tile_features=feats.tile_features,
-        cluster_labels=clusters.labels,
-        cluster_features=clusters.features,
-        cluster_method=clusters.method,
-        n_clusters_populated=clusters.n_populated,
-        filled_rows=clusters.filled_rows,
+        clusters=clusters,
         qc_warnings=_qc_warnings(bundle, info, feats.grid, clusters, cache_note),
         genes=bundle.genes,
         expression=mean[0],
@@ -416,15 +515,18 @@ def run_inference(
         bundle_trained=bundle.trained,
         cache_hit=feats.cache_hit,
         device=str(device),
+        settings_used=RunSettings(
+            tile_px=settings.tiles.tile_px,
+            target_mpp=settings.tiles.target_mpp,
+            mpp_override=mpp,
+            n_clusters=features.n_clusters,
+            kmeans_seed=int(features.kmeans_seed or 0),
+            n_init=int(features.kmeans_n_init or 1),
+            fill=features.empty_row_fill,
+            max_tiles=int(features.max_tiles or 0),
+            sample_seed=int(features.sample_seed or 0),
+            precision=precision,
+        ),
         extraction=feats.extraction,
-        settings_used={
-            "tile_px": settings.tiles.tile_px,
-            "target_mpp": settings.tiles.target_mpp,
-            "mpp_override": mpp,
-            **_cluster_params(settings),
-            "max_tiles": settings.features.max_tiles,
-            "sample_seed": settings.features.sample_seed,
-            "precision": precision,
-        },
-        ensemble=ensemble,
+        thumbnail=thumbnail,
     )

@@ -9,23 +9,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from sequoia_clinic.qc import QCCode, QCWarning, unique
 from sequoia_clinic.report.model import AbsoluteRisk, GeneRow, ReportData, SignatureResult
 from sequoia_clinic.report.templates import ReportText
 
 
-def all_warnings(data: ReportData, text: ReportText) -> tuple[str, ...]:
+def all_warnings(data: ReportData, text: ReportText) -> tuple[QCWarning, ...]:
     """The pipeline's QC warnings followed by the report's own (untrained model, out of range); no repeats."""
-    derived: list[str] = []
+    derived: list[QCWarning] = []
     if not data.provenance.bundle_trained:
-        derived.append(text.warnings["untrained"])
+        derived.append(QCWarning(QCCode.UNTRAINED_BUNDLE, text.warnings["untrained"]))
     if data.risk.linear_predictor_out_of_range:
-        derived.append(text.warnings["lp_out_of_range"])
+        derived.append(QCWarning(QCCode.LINEAR_PREDICTOR_EXTRAPOLATED, text.warnings["lp_out_of_range"]))
     outside = genes_out_of_range(data.signature)
     if outside:
-        derived.append(
-            text.fill("warnings", "genes_out_of_range", count=len(outside), genes=", ".join(outside))
-        )
-    return tuple(dict.fromkeys([*data.qc.warnings, *derived]))
+        message = text.fill("warnings", "genes_out_of_range", count=len(outside), genes=", ".join(outside))
+        derived.append(QCWarning(QCCode.INPUTS_OUT_OF_RANGE, message))
+    return unique([*data.qc.warnings, *derived])
 
 
 def genes_out_of_range(signature: SignatureResult) -> tuple[str, ...]:
@@ -38,12 +38,6 @@ def percent(probability: float | None) -> str:
         return "–"
     value = 100 * probability
     return f"{value:.1f}%" if value < 1 else f"{value:.0f}%"
-
-
-def risk_with_ci(item: AbsoluteRisk) -> str:
-    if item.lower is None or item.upper is None:
-        return percent(item.risk)
-    return f"{percent(item.risk)} (95% CI {percent(item.lower)}–{percent(item.upper)})"
 
 
 def horizon_label(horizon: float, unit: str) -> str:

@@ -90,7 +90,12 @@ def _neutral_slide_path(path: str, sha256: str) -> str:
 def deidentify_report(data: ReportData, key: bytes) -> ReportData:
     """A copy of ``data`` with the patient block pseudonymised and identifiers removed from free text."""
     identifiers = _identifiers(data.patient)
-    qc = dataclasses.replace(data.qc, warnings=tuple(scrub(w, identifiers) or "" for w in data.qc.warnings))
+    qc = dataclasses.replace(
+        data.qc,
+        warnings=tuple(
+            dataclasses.replace(w, message=scrub(w.message, identifiers) or "") for w in data.qc.warnings
+        ),
+    )
     slide = dataclasses.replace(data.slide, path=_neutral_slide_path(data.slide.path, data.slide.sha256))
     return dataclasses.replace(data, patient=deidentify_patient(data.patient, key), qc=qc, slide=slide)
 

@@ -1,7 +1,7 @@
 """Wrap the report PDF in a DICOM Encapsulated PDF Storage instance (SOP Class 1.2.840.10008.5.1.4.1.1.104.1).
 
 Written with pydicom, offline. For a DICOM slide the report joins the slide's study (same
-StudyInstanceUID, patient and study attributes copied via :func:`study_from_dicom`) as a new series; for
+StudyInstanceUID, patient and study attributes copied from the slide's metadata) as a new series; for
 other formats (SVS) a new study is made. The PDF is stored in EncapsulatedDocument; DICOM pads odd-length
 values with one NUL byte, so EncapsulatedDocumentLength records the true length and
 :func:`read_encapsulated_pdf` uses it to give back the exact bytes.
@@ -45,64 +45,20 @@ class StudyInfo:
     source_sop_instance_uid: str | None = None
 
 
-def _text(ds: Dataset, keyword: str) -> str | None:
-    value = ds.get(keyword)
-    text = str(value).strip() if value is not None else ""
-    return text or None
-
-
-def study_from_dicom(ds: Dataset) -> StudyInfo:
-    """Study attributes of a DICOM WSI instance (read with ``stop_before_pixels=True``)."""
-    return StudyInfo(
-        study_instance_uid=_text(ds, "StudyInstanceUID"),
-        study_date=_text(ds, "StudyDate"),
-        study_time=_text(ds, "StudyTime"),
-        study_id=_text(ds, "StudyID"),
-        accession_number=_text(ds, "AccessionNumber"),
-        referring_physician=_text(ds, "ReferringPhysicianName"),
-        study_description=_text(ds, "StudyDescription"),
-        source_sop_class_uid=_text(ds, "SOPClassUID"),
-        source_sop_instance_uid=_text(ds, "SOPInstanceUID"),
-    )
-
-
-def _iso_date(value: str | None) -> str | None:
+def iso_date(value: str | None) -> str | None:
     """DICOM DA (YYYYMMDD...) -> ISO YYYY-MM-DD; anything else as it is."""
     if value and re.fullmatch(r"\d{8}", value[:8]):
         return f"{value[:4]}-{value[4:6]}-{value[6:8]}"
     return value
 
 
-def _person_name(value: str | None) -> str | None:
+def person_name(value: str | None) -> str | None:
     """DICOM PN 'Family^Given^Middle' -> 'Family, Given Middle'."""
     if not value:
         return None
     family, _, rest = value.partition("^")
     given = " ".join(part for part in rest.split("^") if part)
     return f"{family}, {given}" if given else family
-
-
-def patient_from_dicom(ds: Dataset) -> PatientInfo:
-    """Patient and specimen fields of a DICOM WSI instance, for the report header."""
-    specimen = None
-    descriptions = ds.get("SpecimenDescriptionSequence") or []
-    if descriptions:
-        item = descriptions[0]
-        specimen = _text(item, "SpecimenShortDescription") or _text(item, "SpecimenIdentifier")
-    scanner = (
-        " ".join(v for v in (_text(ds, "Manufacturer"), _text(ds, "ManufacturerModelName")) if v) or None
-    )
-    acquired = _text(ds, "AcquisitionDateTime") or _text(ds, "ContentDate") or _text(ds, "StudyDate")
-    return PatientInfo(
-        name=_person_name(_text(ds, "PatientName")),
-        patient_id=_text(ds, "PatientID"),
-        birth_date=_iso_date(_text(ds, "PatientBirthDate")),
-        sex=_text(ds, "PatientSex"),
-        accession=_text(ds, "AccessionNumber"),
-        specimen=specimen,
-        scan_date=_iso_date(acquired),
-        scanner=scanner,
-    )
 
 
 def _dicom_date(value: str | None, field: str) -> str:
@@ -232,7 +188,7 @@ def write_encapsulated_pdf(
 ) -> None:
     """Write ``pdf_bytes`` as a DICOM Encapsulated PDF file at ``out`` (atomically).
 
-    ``study`` None (e.g. SVS input) starts a new study; pass :func:`study_from_dicom` of the slide to file
+    ``study`` None (e.g. SVS input) starts a new study; pass the slide's study (``pipeline.patient.study_from_metadata``) to file
     the report into the slide's study. ``patient`` is the (possibly pseudonymised) header block.
     """
     ds = build_encapsulated_pdf(pdf_bytes, patient, study, title, now)

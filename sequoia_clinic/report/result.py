@@ -63,7 +63,7 @@ def _signature(data: ReportData) -> dict[str, Any]:
     return {
         "name": sig.name,
         "expression_unit": sig.expression_unit,
-        "score": sig.score,
+        "score": None,  # the published signature scores need measured array values; see the schema
         "genes": [
             {
                 "gene": row.gene,
@@ -136,7 +136,7 @@ def result_dict(data: ReportData, text: ReportText | None = None) -> dict[str, A
             "tiles_kept": qc.tiles_kept,
             "tiles_used": qc.tiles_used,
             "tile_size_px": data.images.tile_size if data.images is not None else None,
-            "warnings": list(content.all_warnings(data, text)),
+            "warnings": [w.message for w in content.all_warnings(data, text)],
         },
         "signature": _signature(data),
         "risk": _risk(data),

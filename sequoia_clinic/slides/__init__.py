@@ -8,10 +8,11 @@ with open_slide(path, mpp=None) as slide:
 """
 
 from sequoia_clinic.slides.base import Slide, SlideInfo, SlideMetadata
-from sequoia_clinic.slides.opening import open_slide, slide_files, slide_sha256
+from sequoia_clinic.slides.grid import TileGrid
+from sequoia_clinic.slides.opening import open_slide, opened_slide_sha256, slide_files, slide_sha256
 from sequoia_clinic.slides.overlay import render_overlay
 from sequoia_clinic.slides.tile_reader import TileBatch, iter_tile_batches
-from sequoia_clinic.slides.tiling import TileGrid, build_tile_grid, choose_read_level, select_tiles
+from sequoia_clinic.slides.tiling import build_tile_grid, choose_read_level, select_tiles
 from sequoia_clinic.slides.tissue import TissueMask, compute_tissue_mask
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "render_overlay",
     "select_tiles",
     "slide_files",
+    "opened_slide_sha256",
     "slide_sha256",
 ]

@@ -40,15 +40,19 @@ class SlideMetadata:
     study_description: str | None = None
     study_instance_uid: str | None = None
     series_instance_uid: str | None = None
+    sop_class_uid: str | None = None  # DICOM: the level-0 VOLUME instance a report references
+    sop_instance_uid: str | None = None
     referring_physician_name: str | None = None
     institution_name: str | None = None
     specimen_identifier: str | None = None
     specimen_description: str | None = None
+    specimen_label: str | None = None  # what a report prints as the specimen (DICOM: short description or id)
     manufacturer: str | None = None
     scanner: str | None = None
     device_serial_number: str | None = None
     barcode: str | None = None
-    scan_date: str | None = None
+    scan_date: str | None = None  # as recorded (Aperio 'MM/DD/YY HH:MM:SS', DICOM DT/DA)
+    scan_day: str | None = None  # the scan (DICOM: else study) date as ISO 'YYYY-MM-DD'; None if unparsable
     app_mag: str | None = None
 
     def to_dict(self) -> dict[str, str | None]:

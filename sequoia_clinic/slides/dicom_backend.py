@@ -52,8 +52,10 @@ def _describe(dataset: pydicom.Dataset) -> str:
     return f"a DICOM {modality} image" if modality else "a DICOM object"
 
 
-def _select_series(origin: Path, headers: dict[Path, pydicom.Dataset], series_uid: str | None) -> list[Path]:
-    """Files of one VL WSI series; raises with a clear message when there is none or more than one."""
+def _select_series(
+    origin: Path, headers: dict[Path, pydicom.Dataset], series_uid: str | None
+) -> dict[Path, pydicom.Dataset]:
+    """Headers of one VL WSI series, by file (sorted); raises when there is none or more than one."""
     slides = {path: ds for path, ds in headers.items() if str(ds.get("SOPClassUID", "")) == VL_WSI_SOP_CLASS}
     if not slides:
         first = next(iter(headers.values()), None)
@@ -67,23 +69,29 @@ def _select_series(origin: Path, headers: dict[Path, pydicom.Dataset], series_ui
     for path, dataset in slides.items():
         groups.setdefault(str(dataset.get("SeriesInstanceUID", "")), []).append(path)
     if series_uid is not None:
-        return sorted(groups.get(series_uid, []))
+        return {path: slides[path] for path in sorted(groups.get(series_uid, []))}
     if len(groups) > 1:
         raise InputPathError(
             f"holds {len(groups)} slide series",
             origin,
             "Pass one .dcm file of the series you want; the rest of its series is found beside it.",
         )
-    return sorted(next(iter(groups.values())))
+    return {path: slides[path] for path in sorted(next(iter(groups.values())))}
+
+
+def series_headers(path: Path) -> dict[Path, pydicom.Dataset]:
+    """Headers (no pixels) of the instances of the slide series that ``path`` (a folder or one ``.dcm``)
+    designates, by file path in sorted order. The only place a slide's DICOM headers are parsed."""
+    with captured_library_output():  # pydicom validates values lazily and warns about e.g. long UIDs
+        return _series_headers(path)
 
 
 def series_files(path: Path) -> list[Path]:
     """The instance files of the slide series that ``path`` (a folder or one ``.dcm``) designates."""
-    with captured_library_output():  # pydicom validates values lazily and warns about e.g. long UIDs
-        return _series_files(path)
+    return list(series_headers(path))
 
 
-def _series_files(path: Path) -> list[Path]:
+def _series_headers(path: Path) -> dict[Path, pydicom.Dataset]:
     if path.is_dir():
         candidates = sorted(p for p in path.iterdir() if p.is_file() and is_dicom_file(p))
         if not candidates:
@@ -119,10 +127,26 @@ def _specimen_description(dataset: pydicom.Dataset) -> str | None:
     return None
 
 
+def _specimen_label(dataset: pydicom.Dataset) -> str | None:
+    """What a report prints as the specimen: the first description item's short description or identifier."""
+    items = dataset.get("SpecimenDescriptionSequence", []) or []
+    if not items:
+        return None
+    return _text(items[0], "SpecimenShortDescription") or _text(items[0], "SpecimenIdentifier")
+
+
+def _iso_day(value: str | None) -> str | None:
+    """DICOM DA/DT (YYYYMMDD...) → 'YYYY-MM-DD'; None when it does not start with eight digits."""
+    if value and len(value) >= 8 and value[:8].isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:8]}"
+    return None
+
+
 def _metadata(dataset: pydicom.Dataset) -> SlideMetadata:
     manufacturer = _text(dataset, "Manufacturer")
     model = _text(dataset, "ManufacturerModelName")
     specimen_id = _text(dataset, "ContainerIdentifier")
+    acquired = _text(dataset, "AcquisitionDateTime") or _text(dataset, "ContentDate")
     return SlideMetadata(
         patient_name=_text(dataset, "PatientName"),
         patient_id=_text(dataset, "PatientID"),
@@ -135,15 +159,19 @@ def _metadata(dataset: pydicom.Dataset) -> SlideMetadata:
         study_description=_text(dataset, "StudyDescription"),
         study_instance_uid=_text(dataset, "StudyInstanceUID"),
         series_instance_uid=_text(dataset, "SeriesInstanceUID"),
+        sop_class_uid=_text(dataset, "SOPClassUID"),
+        sop_instance_uid=_text(dataset, "SOPInstanceUID"),
         referring_physician_name=_text(dataset, "ReferringPhysicianName"),
         institution_name=_text(dataset, "InstitutionName"),
         specimen_identifier=specimen_id,
         specimen_description=_specimen_description(dataset),
+        specimen_label=_specimen_label(dataset),
         manufacturer=manufacturer,
         scanner=" ".join(part for part in (manufacturer, model) if part) or None,
         device_serial_number=_text(dataset, "DeviceSerialNumber"),
         barcode=_text(dataset, "BarcodeValue"),
-        scan_date=_text(dataset, "AcquisitionDateTime") or _text(dataset, "ContentDate"),
+        scan_date=acquired,
+        scan_day=_iso_day(acquired or _text(dataset, "StudyDate")),
     )
 
 
@@ -275,21 +303,21 @@ def _open_wsi(origin: Path, files: Iterable[Path]) -> WsiDicom:
 
 
 def open_dicom(path: Path, user_mpp: float | None) -> DicomSlide:
-    """Open a DICOM WSI series from a folder or one of its files."""
-    files = series_files(path)
+    """Open a DICOM WSI series from a folder or one of its files (each header is parsed once, here)."""
+    headers = series_headers(path)
+    files = list(headers)
     wsi = _open_wsi(path, files)
     try:
         with captured_library_output():
-            info = _slide_info(path, user_mpp, files, wsi)
+            info = _slide_info(path, user_mpp, _level0_header(headers), wsi)
     except Exception:
         wsi.close()
         raise
     return DicomSlide(path, info, tuple(files), wsi)
 
 
-def _slide_info(path: Path, user_mpp: float | None, files: list[Path], wsi: WsiDicom) -> SlideInfo:
+def _slide_info(path: Path, user_mpp: float | None, header: pydicom.Dataset, wsi: WsiDicom) -> SlideInfo:
     levels = list(wsi.levels)
-    header = pydicom.dcmread(_level0_file(files), stop_before_pixels=True)
     spacings = [_spacing(level) for level in levels]
     base = spacings[0]
     vendor_mpp = (base[0] * 1000.0, base[1] * 1000.0) if base else None
@@ -319,15 +347,15 @@ def _spacing(level: Any) -> tuple[float, float] | None:
     return float(spacing.width), float(spacing.height)
 
 
-def _level0_file(files: list[Path]) -> Path:
-    """The instance holding the full-resolution level (largest TotalPixelMatrixColumns among VOLUME files)."""
-    best, best_width = files[0], -1
-    for path in files:
-        dataset = _header(path)
-        if dataset is None:
-            continue
+def _level0_header(headers: dict[Path, pydicom.Dataset]) -> pydicom.Dataset:
+    """The full-resolution instance's header (largest TotalPixelMatrixColumns among VOLUME instances).
+
+    Patient and study attributes are the same in every instance of a series; the level-0 VOLUME instance is
+    the one a report references, so its SOP instance UID is the one recorded in the metadata.
+    """
+
+    def rank(dataset: pydicom.Dataset) -> tuple[bool, int]:
         image_type = [str(v).upper() for v in (dataset.get("ImageType") or [])]
-        width = int(dataset.get("TotalPixelMatrixColumns", 0) or 0)
-        if "VOLUME" in image_type and width > best_width:
-            best, best_width = path, width
-    return best
+        return "VOLUME" in image_type, int(dataset.get("TotalPixelMatrixColumns", 0) or 0)
+
+    return max(headers.values(), key=rank)

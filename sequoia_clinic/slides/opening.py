@@ -65,14 +65,24 @@ def slide_files(path: Path | str) -> list[Path]:
 
 
 def slide_sha256(path: Path | str) -> str:
-    """Content hash of a slide.
+    """Content hash of the slide at ``path`` (see :func:`files_sha256`)."""
+    path = Path(path).expanduser()
+    return files_sha256(slide_files(path), series=_kind(path) != "tiff")
+
+
+def opened_slide_sha256(slide: Slide) -> str:
+    """Content hash of an opened slide, from the files it was opened from (no second header parse)."""
+    return files_sha256(list(slide.files), series=slide.info.format == "dicom")
+
+
+def files_sha256(files: list[Path], series: bool) -> str:
+    """Content hash of a slide's files.
 
     One file (SVS/TIFF): the plain sha256 of its bytes (what ``sha256sum`` prints). A DICOM series (folder or
     one of its files): sha256 over the lines ``"<file name>  <file sha256>\\n"`` of its instance files sorted
     by name, so the same series gives the same hash whichever file or folder path was given.
     """
-    files = slide_files(path)
-    if len(files) == 1 and _kind(Path(path).expanduser()) == "tiff":
+    if not series and len(files) == 1:
         return sha256_file(files[0])
     digest = hashlib.sha256()
     for file in sorted(files, key=lambda p: p.name):

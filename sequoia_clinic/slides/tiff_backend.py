@@ -8,6 +8,8 @@ reader decode tiles in parallel threads and reuse them between neighbouring outp
 
 from __future__ import annotations
 
+import datetime as dt
+
 import os
 import threading
 from pathlib import Path
@@ -123,6 +125,19 @@ class TiffSlideBackend(Slide):
         return np.ascontiguousarray(segment.reshape(segment.shape[-3:])[:height, :width, :3])
 
 
+def _iso_day(value: str | None) -> str | None:
+    """Aperio 'MM/DD/YY' (or an ISO-like date) → 'YYYY-MM-DD'; anything unparsable → None."""
+    if not value or not value.strip():
+        return None
+    day = value.strip().split()[0]
+    for pattern in ("%m/%d/%y", "%m/%d/%Y", "%Y-%m-%d", "%Y%m%d", "%Y:%m:%d"):
+        try:
+            return dt.datetime.strptime(day, pattern).date().isoformat()
+        except ValueError:
+            continue
+    return None
+
+
 def _metadata(properties: dict[str, Any]) -> SlideMetadata:
     date = _str_or_none(properties.get("aperio.Date"))
     time = _str_or_none(properties.get("aperio.Time"))
@@ -130,6 +145,7 @@ def _metadata(properties: dict[str, Any]) -> SlideMetadata:
     return SlideMetadata(
         barcode=_str_or_none(properties.get("aperio.Barcode")),
         scan_date=" ".join(part for part in (date, time) if part) or None,
+        scan_day=_iso_day(date),
         app_mag=_str_or_none(properties.get("aperio.AppMag")),
         scanner=f"Aperio ScanScope {scanner}" if scanner else None,
         manufacturer="Aperio" if properties.get("tiffslide.vendor") == "aperio" else None,

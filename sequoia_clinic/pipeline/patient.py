@@ -1,0 +1,100 @@
+"""The patient and study a report is about: the slide's own attributes, then the user's options on top.
+
+The slide readers parse the file once and put what a report needs into :class:`SlideMetadata` (DICOM
+patient/study attributes and the SOP class/instance UIDs of the level-0 image; an Aperio scan date as an
+ISO day). This module only turns that record into the report's :class:`PatientInfo` and, for DICOM slides,
+the :class:`StudyInfo` the DICOM report joins. Options are validated here before any work, and error
+messages never repeat the values (they may be identifiers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, replace
+
+from sequoia_clinic.errors import OptionError
+from sequoia_clinic.report import PatientInfo
+from sequoia_clinic.report.dicom import StudyInfo, iso_date, person_name
+from sequoia_clinic.slides import SlideMetadata
+
+DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
+SEX_VALUES = ("F", "M", "O")
+
+
+@dataclass(frozen=True)
+class PatientOptions:
+    """Patient and specimen fields given by the user; they override the slide's own."""
+
+    name: str | None = None
+    patient_id: str | None = None
+    birth_date: str | None = None
+    sex: str | None = None
+    accession: str | None = None
+    specimen: str | None = None
+
+
+def check_patient_options(options: PatientOptions) -> None:
+    """Validate the user's patient fields before any work (messages never repeat the values)."""
+    if options.birth_date is not None:
+        try:
+            ok = DATE_PATTERN.fullmatch(options.birth_date) and dt.date.fromisoformat(options.birth_date)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise OptionError("--birth-date is not a valid date", fix="Pass it as YYYY-MM-DD.")
+    if options.sex is not None and options.sex.strip().upper() not in SEX_VALUES:
+        raise OptionError("--sex is not one of F, M, O", fix="Pass F, M or O.")
+    if options.accession is not None and len(options.accession) > 16:
+        raise OptionError("--accession is longer than 16 characters (the DICOM limit)", fix="Shorten it.")
+
+
+def patient_from_metadata(meta: SlideMetadata, is_dicom: bool) -> PatientInfo:
+    """The report's patient block from the slide's attributes (DICOM: patient module; others: scan only)."""
+    if not is_dicom:
+        return PatientInfo(scan_date=meta.scan_day, scanner=meta.scanner)
+    return PatientInfo(
+        name=person_name(meta.patient_name),
+        patient_id=meta.patient_id,
+        birth_date=iso_date(meta.patient_birth_date),
+        sex=meta.patient_sex,
+        accession=meta.accession_number,
+        specimen=meta.specimen_label,
+        scan_date=meta.scan_day,
+        scanner=meta.scanner,
+    )
+
+
+def study_from_metadata(meta: SlideMetadata) -> StudyInfo:
+    """The study attributes a DICOM report repeats, and the level-0 instance it references."""
+    return StudyInfo(
+        study_instance_uid=meta.study_instance_uid,
+        study_date=meta.study_date,
+        study_time=meta.study_time,
+        study_id=meta.study_id,
+        accession_number=meta.accession_number,
+        referring_physician=meta.referring_physician_name,
+        study_description=meta.study_description,
+        source_sop_class_uid=meta.sop_class_uid,
+        source_sop_instance_uid=meta.sop_instance_uid,
+    )
+
+
+def patient_and_study(
+    meta: SlideMetadata, is_dicom: bool, options: PatientOptions
+) -> tuple[PatientInfo, StudyInfo | None]:
+    """Slide attributes first, then the user's options on top (an accession also goes into the study)."""
+    patient = patient_from_metadata(meta, is_dicom)
+    study = study_from_metadata(meta) if is_dicom else None
+    overrides = {
+        "name": options.name,
+        "patient_id": options.patient_id,
+        "birth_date": options.birth_date,
+        "sex": options.sex,
+        "accession": options.accession,
+        "specimen": options.specimen,
+    }
+    patient = replace(patient, **{k: v for k, v in overrides.items() if v is not None})
+    if study is not None and options.accession is not None:
+        study = replace(study, accession_number=options.accession)
+    return patient, study

@@ -1,0 +1,46 @@
+"""Quality-control warnings: a code for programs and a plain sentence for people.
+
+Every stage that can doubt its own result (slides, features, survival, the pipeline, the report) records a
+:class:`QCWarning`. Programs (de-duplication, the cohort table, tests) use the :class:`QCCode`; the message
+is what a reader sees in the report, ``result.json`` and the terminal. Messages never carry patient
+identifiers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class QCCode(StrEnum):
+    """What a warning is about; one code may carry different messages (e.g. one per horizon)."""
+
+    UNTRAINED_BUNDLE = "untrained-bundle"  # demo weights: the predictions are meaningless
+    MPP_ESTIMATED = "mpp-estimated"  # pixel size inferred from the objective power
+    TILES_RESAMPLED = "tiles-resampled"  # no pyramid level at the target resolution
+    FEW_TILES = "few-tiles"  # fewer usable tiles than cluster tokens: k-means skipped
+    EMPTY_CLUSTERS = "empty-clusters"  # k-means left clusters empty; their rows hold the fill value
+    CACHE_NOT_WRITTEN = "cache-not-written"  # the feature cache could not be written (result unaffected)
+    RISK_MODEL_NOT_ON_PREDICTED = "risk-model-not-on-predicted-expression"
+    RISK_MODEL_FIT = "risk-model-fit"  # a warning stored with the risk model at calibration
+    INPUTS_OUT_OF_RANGE = "inputs-out-of-range"  # model inputs outside the calibration cohort's range
+    INPUTS_ON_OTHER_SCALE = "inputs-on-other-scale"  # most inputs outside it: probably another scale
+    LINEAR_PREDICTOR_EXTRAPOLATED = "linear-predictor-extrapolated"
+    HORIZON_NOT_ESTIMABLE = "horizon-not-estimable"  # absolute risk beyond the calibration follow-up
+    RISK_CI_NOT_ESTIMABLE = "risk-ci-not-estimable"  # too few bootstrap refits reach the horizon
+
+
+@dataclass(frozen=True)
+class QCWarning:
+    """One quality-control concern."""
+
+    code: QCCode
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def unique(warnings: tuple[QCWarning, ...] | list[QCWarning]) -> tuple[QCWarning, ...]:
+    """The warnings in order, exact repeats (same code and message) removed."""
+    return tuple(dict.fromkeys(warnings))
