@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import save_file
 
 from sequoia_clinic.aggregator import (
-    PUBLISHED_CONFIG,
     FoldEnsemble,
     He2rnaConfig,
     VisConfig,
@@ -22,6 +21,18 @@ from sequoia_clinic.aggregator import (
 )
 from sequoia_clinic.errors import BundleError, ChecksumError, WeightsError
 from sequoia_clinic.fileio import sha256_file
+
+# The published configuration (config.json of gevaertlab/sequoia-*), without its `device` field.
+PUBLISHED_CONFIG: dict[str, int] = {
+    "depth": 6,
+    "dimensions_c": 64,
+    "dimensions_f": 64,
+    "dimensions_s": 64,
+    "input_dim": 1024,
+    "nheads": 16,
+    "num_clusters": 100,
+    "num_outputs": 20820,
+}
 
 
 def _randomise(model: torch.nn.Module, seed: int) -> None:

@@ -1,4 +1,4 @@
-"""Signature registry, gene mapping to the SEQUOIA list, user CSV signatures and the research formulas."""
+"""Signature registry, gene mapping to the SEQUOIA list and user CSV signatures."""
 
 from __future__ import annotations
 
@@ -8,27 +8,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import spearmanr
 
 from sequoia_clinic.errors import SignatureError, TableError
 from sequoia_clinic.signatures import (
     collapse_probes,
     get_signature,
-    list_signatures,
     load_signature_file,
-    score_signature,
 )
 from sequoia_clinic.signatures.mapping import DATA_DIR
 
 
 @pytest.fixture(scope="module")
 def sequoia_symbols(gene_list_csv: Path) -> set[str]:
-    """The SEQUOIA gene list read independently from the shared data (not the package copy)."""
+    """The SEQUOIA gene list read straight from its CSV (../shared's, or the sha256-checked package copy)."""
     return set(pd.read_csv(gene_list_csv)["gene"])
-
-
-def test_registry_has_the_required_signatures() -> None:
-    assert {"wang76", "oncotype21", "endopredict", "ggi", "pam50"} <= set(list_signatures())
 
 
 @pytest.mark.parametrize("name", ["wang76", "oncotype21", "endopredict", "ggi", "pam50", "gene70"])
@@ -68,7 +61,7 @@ def test_wang76_mapping(signatures_dir: Path) -> None:
     assert signature.groups.count("ER+") + signature.groups.count("ER-") == len(signature.genes)
 
 
-def test_oncotype21_genes_and_formula() -> None:
+def test_oncotype21_genes() -> None:
     signature = get_signature("oncotype21")
     assert (
         len(signature.genes) == 21
@@ -76,49 +69,20 @@ def test_oncotype21_genes_and_formula() -> None:
         and dict(signature.renamed) == {"CTSL2": "CTSV"}
     )
     assert signature.groups.count("reference") == 5
-    flat = {g: 8.0 for g in signature.genes}
-    # by hand: every group score is 8, RSU = 8 x (0.47 - 0.34 + 1.04 + 0.10 + 0.05 - 0.08 - 0.07) = 9.36
-    result = score_signature(signature, flat)
-    assert result.value == pytest.approx(20 * (9.36 - 6.7))
-    assert result.label == "high"
-    low = dict(
-        flat, MKI67=2.0, AURKA=2.0, BIRC5=2.0, CCNB1=2.0, MYBL2=2.0, GRB7=1.0, ERBB2=1.0, ESR1=14.0, PGR=14.0
-    )
-    out = score_signature(signature, low)
-    assert out.components["proliferation_group"] == 6.5 and out.components["her2_group"] == 8.0
-    er = (0.8 * 14 + 1.2 * 14 + 8 + 8) / 4
-    rsu = 0.47 * 8 - 0.34 * er + 1.04 * 6.5 + 0.10 * 8 + 0.05 * 8 - 0.08 * 8 - 0.07 * 8
-    assert out.value == pytest.approx(min(max(20 * (rsu - 6.7), 0), 100))
-    with pytest.raises(SignatureError, match="missing"):
-        score_signature(signature, {"MKI67": 1.0})
 
 
-def test_endopredict_formula_against_genefu_steps() -> None:
+def test_endopredict_weights_are_the_published_ones(signatures_dir: Path) -> None:
     signature = get_signature("endopredict")
-    table = pd.read_csv(DATA_DIR / "genefu_sig_endopredict.csv")
-    goi = table[table["group"] == "GOI"]
-    rng = np.random.default_rng(0)
-    values = {
-        g: float(v) for g, v in zip(signature.genes, rng.normal(8, 2, len(signature.genes)), strict=True)
-    }
-    x = np.array([values[g] for g in goi["symbol"]])
-    x = x - x.mean() + np.log2(500)
-    expected = np.clip(1.5 * (np.dot(goi["weight"], (x - goi["b"]) / goi["a"]) - 2.63) + 18.95, 0, 15)
-    assert score_signature(signature, values).value == pytest.approx(expected)
+    table = pd.read_csv(signatures_dir / "genefu_sig_endopredict.csv")
+    assert signature.genes == tuple(table["symbol"])
+    assert signature.weights == pytest.approx(tuple(table["weight"].fillna(0.0)))  # reference genes: 0
+    assert signature.groups.count("REFERENCE") == 3
 
 
-def test_pam50_assigns_a_centroid_to_its_own_subtype() -> None:
+def test_pam50_genes() -> None:
     signature = get_signature("pam50")
     assert len(signature.genes) == 48 and set(signature.unmapped) == {"KRT14", "MIA"}
     assert dict(signature.renamed) == {"CDCA1": "NUF2", "KNTC2": "NDC80", "ORC6L": "ORC6"}
-    centroids = pd.read_csv(DATA_DIR / "genefu_pam50_centroids.csv").set_index("dim_0")
-    for subtype in ("Basal", "LumA", "Her2"):
-        expression = {g: float(signature.extra[subtype][i]) for i, g in enumerate(signature.genes)}
-        result = score_signature(signature, expression)
-        assert result.label == subtype
-        kept = centroids.drop(index=["KRT14", "MIA"])
-        rho = spearmanr(kept[subtype].to_numpy(), kept["LumB"].to_numpy()).statistic
-        assert result.components["LumB"] == pytest.approx(rho)
 
 
 def test_ggi_signs_follow_grade(signatures_dir: Path) -> None:
@@ -127,10 +91,6 @@ def test_ggi_signs_follow_grade(signatures_dir: Path) -> None:
     grade1 = set(source.loc[source["grade"] == 1, "NCBI.gene.symbol"])
     down = {g for g, w in zip(signature.genes, signature.weights, strict=True) if w < 0}
     assert len(down) == len(grade1) == 16
-    values = {g: 1.0 for g in signature.genes}
-    assert score_signature(signature, values).value == pytest.approx(
-        (len(signature.genes) - 32) / len(signature.genes)
-    )
 
 
 def test_user_signature_file(tmp_path: Path) -> None:
@@ -141,9 +101,6 @@ def test_user_signature_file(tmp_path: Path) -> None:
     assert signature.weights == (-1.5, 0.5, 1.0)
     assert signature.unmapped == ("NOT_A_GENE",)
     assert ("CTSL2", "CTSV") in signature.renamed
-    assert score_signature(signature, {"ESR1": 2.0, "CTSV": 4.0, "MKI67": 3.0}).value == pytest.approx(
-        -3 + 2 + 3
-    )
     plain = tmp_path / "plain.csv"
     plain.write_text("gene\nESR1\nPGR\n")
     assert load_signature_file(plain).weights is None

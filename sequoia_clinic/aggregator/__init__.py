@@ -9,21 +9,11 @@ from sequoia_clinic.aggregator.ensemble import (
     load_fold,
 )
 from sequoia_clinic.aggregator.he2rna import HE2RNA, He2rnaConfig, build_he2rna
-from sequoia_clinic.aggregator.vis import (
-    PUBLISHED_CONFIG,
-    PUBLISHED_PARAMETERS,
-    PUBLISHED_TENSORS,
-    ViS,
-    VisConfig,
-    build_vis,
-)
+from sequoia_clinic.aggregator.vis import ViS, VisConfig, build_vis
 
 __all__ = [
     "AGGREGATORS",
     "HE2RNA",
-    "PUBLISHED_CONFIG",
-    "PUBLISHED_PARAMETERS",
-    "PUBLISHED_TENSORS",
     "FoldEnsemble",
     "He2rnaConfig",
     "ViS",

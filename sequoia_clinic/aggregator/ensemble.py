@@ -20,8 +20,8 @@ from torch import nn
 
 from sequoia_clinic.aggregator.he2rna import He2rnaConfig, build_he2rna
 from sequoia_clinic.aggregator.vis import VisConfig, build_vis
-from sequoia_clinic.encoders.weights import load_strict, read_state_dict, verify_sha256
 from sequoia_clinic.errors import BundleError
+from sequoia_clinic.weightio import load_strict, read_state_dict, verify_sha256
 
 
 @dataclass(frozen=True)

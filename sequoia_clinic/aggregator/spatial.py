@@ -19,32 +19,10 @@ when it falls on a multiple of the stride; here windows run up to and including 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
-import torch
 
 from sequoia_clinic.aggregator.ensemble import FoldEnsemble
-
-
-def _as_ensemble(model_or_bundle: Any, device: torch.device) -> FoldEnsemble:
-    if isinstance(model_or_bundle, FoldEnsemble):
-        return model_or_bundle
-    if isinstance(model_or_bundle, torch.nn.Module):
-        config = model_or_bundle.config
-        return FoldEnsemble(
-            kind=type(model_or_bundle).__name__.lower(),
-            config=config,
-            models=[model_or_bundle],
-            device=device,
-        )
-    from sequoia_clinic.bundles import Bundle, load_bundle_ensemble
-
-    if isinstance(model_or_bundle, Bundle):
-        return load_bundle_ensemble(model_or_bundle, device)
-    raise TypeError(
-        f"expected a FoldEnsemble, a ViS/HE2RNA module or a Bundle, got {type(model_or_bundle).__name__}"
-    )
 
 
 def grid_positions(tile_coords: np.ndarray, tile_size_level0: float) -> np.ndarray:
@@ -75,15 +53,15 @@ def spatial_expression(
     tile_features: np.ndarray,
     tile_coords: np.ndarray,
     tile_size_level0: float,
-    model_or_bundle: Any,
+    ensemble: FoldEnsemble,
     gene_indices: Sequence[int],
     window: int = 10,
     stride: int = 10,
     batch_size: int = 32,
-    device: str | torch.device = "cpu",
     min_fill: float = 0.5,
 ) -> np.ndarray:
-    """Per-tile estimates (n_tiles, len(gene_indices)); NaN where no evaluated window covers a tile.
+    """Per-tile estimates (n_tiles, len(gene_indices)) of ``ensemble`` (on its own device); NaN where no
+    evaluated window covers a tile.
 
     ``min_fill`` in [0, 1): a window is evaluated when more than this fraction of its ``window²`` positions
     hold a tile (0.5 = SEQUOIA; 0 = every window holding at least one tile).
@@ -95,7 +73,6 @@ def spatial_expression(
         raise ValueError("window and stride must be >= 1")
     if not 0.0 <= min_fill < 1.0:
         raise ValueError(f"min_fill must lie in [0, 1), got {min_fill}")
-    ensemble = _as_ensemble(model_or_bundle, torch.device(device))
     n_tokens = ensemble.num_clusters
     if window * window > n_tokens:
         raise ValueError(f"a {window}x{window} window has more tiles than the model's {n_tokens} token rows")
@@ -116,3 +93,39 @@ def spatial_expression(
     covered = count > 0
     out[covered] = total[covered] / count[covered, None]
     return out
+
+
+SPATIAL_WINDOWS = (10, 7, 5, 3)  # tiles per window side, largest first (SEQUOIA's spatial mode uses 10)
+
+
+def sampled_tile_maps(
+    tile_features: np.ndarray,
+    tile_coords: np.ndarray,
+    tile_size_level0: float,
+    ensemble: FoldEnsemble,
+    gene_indices: Sequence[int],
+    sampled_share: float,
+    windows: Sequence[int] = SPATIAL_WINDOWS,
+) -> tuple[np.ndarray, int]:
+    """Per-tile maps with the largest window that covers at least half of the tiles, and that window size.
+
+    SEQUOIA evaluates 10 x 10 windows holding more than 50 tiles. When only a sample of the tissue tiles has
+    features (``sampled_share`` = used / kept tiles), the fill rule is scaled by that share; a small biopsy
+    has no such window at all, so smaller windows are tried in turn (the caller states the size used).
+    """
+    min_fill = 0.5 * sampled_share
+    values = np.full((len(tile_coords), len(gene_indices)), np.nan)
+    for window in windows:
+        values = spatial_expression(
+            tile_features,
+            tile_coords,
+            tile_size_level0,
+            ensemble,
+            gene_indices,
+            window,
+            window,
+            min_fill=min_fill,
+        )
+        if np.isfinite(values[:, 0]).mean() >= 0.5:
+            return values, window
+    return values, windows[-1]

@@ -25,20 +25,6 @@ from torch import nn
 
 from sequoia_clinic.errors import BundleError
 
-# The published configuration (config.json of gevaertlab/sequoia-*), without its `device` field.
-PUBLISHED_CONFIG: dict[str, int] = {
-    "depth": 6,
-    "dimensions_c": 64,
-    "dimensions_f": 64,
-    "dimensions_s": 64,
-    "input_dim": 1024,
-    "nheads": 16,
-    "num_clusters": 100,
-    "num_outputs": 20820,
-}
-PUBLISHED_TENSORS = 1013
-PUBLISHED_PARAMETERS = 53_762_388
-
 
 @dataclass(frozen=True)
 class VisConfig:

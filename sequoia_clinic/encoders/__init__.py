@@ -1,5 +1,5 @@
-"""Tile encoders: a registry of timm networks (UNI, ResNet-50, a demo ViT), strict local weight loading,
-and batched streaming feature extraction with a background tile loader."""
+"""Tile encoders: a registry of timm networks (UNI, ResNet-50, a demo ViT) loaded strictly from local weights
+(:mod:`sequoia_clinic.weightio`), and batched streaming feature extraction with a background tile loader."""
 
 from sequoia_clinic.encoders.extract import ArrayBatch, ExtractionStats, array_batches, extract_features
 from sequoia_clinic.encoders.model import (
@@ -12,9 +12,7 @@ from sequoia_clinic.encoders.model import (
     random_encoder,
     resolve_device,
 )
-from sequoia_clinic.encoders.progress import Reporter, make_progress, reporter
 from sequoia_clinic.encoders.registry import ENCODERS, EncoderSpec, get_encoder_spec
-from sequoia_clinic.encoders.weights import load_strict, read_state_dict, verify_sha256, weights_format
 
 __all__ = [
     "ENCODERS",
@@ -22,7 +20,6 @@ __all__ = [
     "EncoderSpec",
     "ExtractionStats",
     "PRECISIONS",
-    "Reporter",
     "TileEncoder",
     "array_batches",
     "computes_in_bf16",
@@ -31,12 +28,6 @@ __all__ = [
     "get_encoder_spec",
     "has_native_bf16",
     "load_encoder",
-    "load_strict",
-    "make_progress",
     "random_encoder",
-    "read_state_dict",
-    "reporter",
     "resolve_device",
-    "verify_sha256",
-    "weights_format",
 ]

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from sequoia_clinic.encoders.model import TileEncoder
-from sequoia_clinic.encoders.progress import ProgressLike, reporter
 from sequoia_clinic.errors import WeightsError
+from sequoia_clinic.progress import ProgressLike, reporter
 
 
 class TileBatchLike(Protocol):
@@ -33,11 +33,10 @@ class TileBatchLike(Protocol):
 
 @dataclass(frozen=True)
 class ExtractionStats:
-    """Where the time went: total wall time, time the encoder waited for tiles, tiles per second."""
+    """Tiles encoded, total wall time and tiles per second."""
 
     n_tiles: int
     seconds: float
-    wait_seconds: float
     tiles_per_second: float
 
 
@@ -108,13 +107,10 @@ def extract_features(
         target=_produce, args=(batches, encoder, q, stop), name="tile-loader", daemon=True
     )
     start = time.perf_counter()
-    wait = 0.0
     loader.start()
     try:
         while True:
-            t0 = time.perf_counter()
             item = q.get()
-            wait += time.perf_counter() - t0
             if item is _DONE:
                 break
             if isinstance(item, _Failure):
@@ -142,7 +138,6 @@ def extract_features(
     stats = ExtractionStats(
         n_tiles=len(indices),
         seconds=seconds,
-        wait_seconds=wait,
         tiles_per_second=len(indices) / seconds if seconds > 0 else float("inf"),
     )
     return features, stats

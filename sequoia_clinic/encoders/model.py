@@ -27,15 +27,15 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as tvf
 
 from sequoia_clinic.encoders.registry import EncoderSpec
-from sequoia_clinic.encoders.weights import drop_prefixes, load_strict, read_state_dict, verify_sha256
 from sequoia_clinic.errors import OptionError
+from sequoia_clinic.weightio import drop_prefixes, load_strict, read_state_dict, verify_sha256
 
 
 def create_network(spec: EncoderSpec, meta: bool = False) -> torch.nn.Module:
     """The timm network of ``spec`` in eval mode; never pretrained (no download).
 
     With ``meta=True`` the parameters live on the meta device (no memory, no random init) and must be
-    filled by :func:`~sequoia_clinic.encoders.weights.load_strict`.
+    filled by :func:`~sequoia_clinic.weightio.load_strict`.
     """
     if meta:
         with torch.device("meta"):

@@ -3,7 +3,7 @@
 Each entry names the timm architecture and its arguments, the output width, and the preprocessing the
 network expects (input size, normalisation). The registry is plain data: its keys are the encoder names
 used in bundle manifests and on the command line. No entry ever downloads weights (``pretrained=False``
-always); weights come only from local files named by a bundle (see ``encoders/weights.py``).
+always); weights come only from local files named by a bundle (see ``sequoia_clinic/weightio.py``).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import numpy as np
 
 from sequoia_clinic import __version__
 from sequoia_clinic.aggregator import FoldEnsemble
-from sequoia_clinic.aggregator.spatial import spatial_expression
+from sequoia_clinic.aggregator.spatial import sampled_tile_maps
 from sequoia_clinic.bundles import Bundle, load_bundle
 from sequoia_clinic.errors import RiskModelError
 from sequoia_clinic.fileio import check_output_dir, sha256_file
@@ -108,37 +108,6 @@ def _gene_index(model: RiskModel, bundle: Bundle, path: Path) -> dict[str, int]:
     return index
 
 
-SPATIAL_WINDOWS = (10, 7, 5, 3)  # tiles per window side, largest first (SEQUOIA's spatial mode uses 10)
-
-
-def _spatial_maps(prediction: Prediction, ensemble: FoldEnsemble, genes: list[int]) -> tuple[np.ndarray, int]:
-    """Per-tile maps with the largest window that covers at least half of the tiles.
-
-    SEQUOIA evaluates 10 x 10 windows holding more than 50 tiles. Only the sampled tiles have features, so
-    the fill rule is scaled by used / kept tiles; a small biopsy has no such window at all, so smaller
-    windows are tried in turn (the statement in the report names the size used).
-    """
-    grid = prediction.grid
-    coords = prediction.tile_coords
-    tile_size = float(grid.read_px * grid.level_downsample)
-    min_fill = 0.5 * len(prediction.used_indices) / max(len(prediction.kept_indices), 1)
-    values = np.full((len(coords), len(genes)), np.nan)
-    for window in SPATIAL_WINDOWS:
-        values = spatial_expression(
-            prediction.tile_features,
-            coords,
-            tile_size,
-            ensemble,
-            genes,
-            window,
-            window,
-            min_fill=min_fill,
-        )
-        if np.isfinite(values[:, 0]).mean() >= 0.5:
-            return values, window
-    return values, SPATIAL_WINDOWS[-1]
-
-
 def _images(
     prediction: Prediction,
     ensemble: FoldEnsemble,
@@ -148,7 +117,14 @@ def _images(
     grid = prediction.grid
     tile_size = float(grid.read_px * grid.level_downsample)
     assert prediction.thumbnail is not None  # score always asks run_prediction for one
-    values, window = _spatial_maps(prediction, ensemble, [gene_index[g] for g in genes])
+    values, window = sampled_tile_maps(
+        prediction.tile_features,
+        prediction.tile_coords,
+        tile_size,
+        ensemble,
+        [gene_index[g] for g in genes],
+        sampled_share=len(prediction.used_indices) / max(len(prediction.kept_indices), 1),
+    )
     heatmaps = tuple(TileHeatmap(g, values[:, k].astype(np.float32)) for k, g in enumerate(genes))
     return SlideImages(
         thumbnail=prediction.thumbnail,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sequoia_clinic.errors import ReportError
+from sequoia_clinic.qc import QCWarning
 
 
 def _check(condition: bool, message: str) -> None:
@@ -69,13 +70,13 @@ class SlideInfo:
 
 @dataclass(frozen=True)
 class QualityControl:
-    """Tissue and tile quality figures, plus the pipeline's warnings (plain sentences, no identifiers)."""
+    """Tissue and tile quality figures, plus the pipeline's coded warnings (plain sentences, no identifiers)."""
 
     tissue_area_mm2: float
     tissue_fraction: float  # of the whole slide area, 0..1
     tiles_kept: int  # tiles passing the tissue / contrast filters
     tiles_used: int  # tiles fed to the model (after sampling to max_tiles)
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[QCWarning, ...] = ()
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.tissue_fraction <= 1.0, "tissue fraction must lie in [0, 1]")
@@ -120,12 +121,6 @@ class RiskResult:
     @property
     def group(self) -> str:
         return self.group_names[self.group_index]
-
-    def risk_at(self, horizon: float) -> AbsoluteRisk | None:
-        for item in self.absolute_risks:
-            if math.isclose(item.horizon, horizon):
-                return item
-        return None
 
 
 @dataclass(frozen=True)
@@ -236,7 +231,6 @@ class SignatureResult:
     name: str  # e.g. "Wang 76-gene (ER+ subset)"
     expression_unit: str  # e.g. "log2(TPM + 1)"
     genes: tuple[GeneRow, ...]
-    score: float | None = None  # the signature's own score, if it has one
     description: str = ""
 
     def __post_init__(self) -> None:

@@ -81,7 +81,6 @@ class _Styles:
     sentence: ParagraphStyle
     cell: ParagraphStyle
     cell_bold: ParagraphStyle
-    mono: ParagraphStyle
     warning: ParagraphStyle
 
 
@@ -113,7 +112,6 @@ def _styles(text: ReportText) -> _Styles:
         sentence=ParagraphStyle("sentence", base, fontSize=9.5, leading=12.5),
         cell=ParagraphStyle("cell", base, fontSize=7.5, leading=9),
         cell_bold=ParagraphStyle("cell_bold", base, fontName=FONT_BOLD, fontSize=7.5, leading=9),
-        mono=ParagraphStyle("mono", base, fontSize=6.5, leading=8.5),
         warning=ParagraphStyle(
             "warning", base, fontSize=8, leading=10.5, textColor=colors.HexColor("#8a4b00")
         ),
@@ -473,10 +471,9 @@ def _page_two(
         notes.append(text.fill("captions", "genes_truncated", shown=len(rows), total=len(sig.genes)))
     if any(not row.in_calibration_range for row in rows):
         notes.append(f"† {text.captions['out_of_range']}.")
-    title = f"{sig.name}" + (f" — signature score {sig.score:.2f}" if sig.score is not None else "")
     story: list[Flowable] = [
         _p(text.sections["signature"], st.section),
-        _p(title + (f". {sig.description}" if sig.description else ""), st.small),
+        _p(sig.name + (f". {sig.description}" if sig.description else ""), st.small),
         Spacer(1, 1.5 * mm),
         _side_by_side(
             [_gene_table(data, text, st, settings)], [_image(figs.genes)], (_GENE_TABLE_MM + 2) * mm
@@ -540,7 +537,7 @@ def _qc_section(data: ReportData, text: ReportText, st: _Styles) -> list[Flowabl
             ),
         )
     warnings = content.all_warnings(data, text)
-    items = [_p(f"⚠ {w}", st.warning) for w in warnings] or [_p(text.warnings["none"], st.body)]
+    items = [_p(f"⚠ {w.message}", st.warning) for w in warnings] or [_p(text.warnings["none"], st.body)]
     return [
         _p(text.sections["qc"], st.section),
         _key_value_table(rows, st, text),

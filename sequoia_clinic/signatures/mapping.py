@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from sequoia_clinic.errors import SignatureError
+from sequoia_clinic.locations import package_path, sequoia_gene_list
 
-RESOURCES = Path(__file__).resolve().parents[1] / "resources"
-GENE_LIST_CSV = RESOURCES / "sequoia_gene_list.csv"
-DATA_DIR = Path(__file__).resolve().parent / "data"
+GENE_LIST_CSV = sequoia_gene_list()  # shipped in the package (sequoia_clinic/locations.py)
+DATA_DIR = package_path("sequoia_clinic.signatures", "data")
 ALIASES_CSV = DATA_DIR / "symbol_aliases.csv"
 
 

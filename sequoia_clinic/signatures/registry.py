@@ -22,6 +22,7 @@ from sequoia_clinic.errors import SignatureError
 from sequoia_clinic.signatures.mapping import DATA_DIR, GeneMapper, load_mapper
 
 REGISTRY_JSON = DATA_DIR / "registry.json"
+FILE_SUFFIXES = (".csv", ".tsv", ".txt")  # a --signature value with one of these is a user signature file
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,10 @@ class Signature:
     ``weights`` (aligned with ``genes``) are the published per-gene weights, or None when the signature
     has none. ``unmapped`` lists published genes (or probe IDs without a gene) absent from the SEQUOIA
     list. ``renamed`` records (published symbol, SEQUOIA symbol) pairs that differ. ``groups`` holds a
-    per-gene label where the signature has one (ER subset, gene group, grade direction). ``extra`` holds
-    per-gene numeric parameters (EndoPredict a/b, PAM50 centroids), aligned with ``genes``. ``probes``
-    maps a gene to the array probes it came from, where the source is probe-based.
+    per-gene label where the signature has one (ER subset, gene group, grade direction). ``formula`` names
+    the published scoring rule (recorded in model files; it is not computed: the published rules apply to
+    measured array values, not to predicted expression). ``probes`` maps a gene to the array probes it came
+    from, where the source is probe-based.
     """
 
     name: str
@@ -45,7 +47,6 @@ class Signature:
     formula: str = "weighted_sum"
     groups: tuple[str, ...] | None = None
     renamed: tuple[tuple[str, str], ...] = ()
-    extra: Mapping[str, tuple[float, ...]] = field(default_factory=dict, hash=False, compare=False)
     probes: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False, compare=False)
     source: str = ""
 
@@ -82,7 +83,7 @@ def get_signature(name_or_path: str | Path) -> Signature:
     if text in registry:
         return _from_registry(text, registry[text], load_mapper())
     path = Path(text)
-    if path.suffix.lower() in {".csv", ".tsv", ".txt"} or path.exists():
+    if path.suffix.lower() in FILE_SUFFIXES or path.exists():
         return load_signature_file(path)
     close = difflib.get_close_matches(text, list(registry), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -145,12 +146,6 @@ def _from_registry(name: str, entry: Mapping[str, object], mapper: GeneMapper) -
         labels = {str(k): str(v) for k, v in dict(entry.get("group_labels", {})).items()}
         column = frame[str(entry["group_column"])].astype(str)
         groups = tuple(labels.get(column.iloc[idx[0]], column.iloc[idx[0]]) for idx in rows.values())
-    extra = {
-        str(col): tuple(
-            float(pd.to_numeric(frame[str(col)], errors="coerce").iloc[idx].mean()) for idx in rows.values()
-        )
-        for col in entry.get("extra_columns", [])
-    }
     probe_col = entry.get("probe_column")
     probes = (
         {g: tuple(str(frame[str(probe_col)].iloc[i]) for i in idx) for g, idx in rows.items()}
@@ -167,7 +162,6 @@ def _from_registry(name: str, entry: Mapping[str, object], mapper: GeneMapper) -
         formula=str(entry.get("formula", "weighted_sum")),
         groups=groups,
         renamed=tuple(renamed),
-        extra=extra,
         probes=probes,
         source=f"bundled: {entry['file']} (genefu, Artistic-2.0)",
     )

@@ -1,6 +1,6 @@
 """A picture for people: the slide thumbnail with the tissue mask tinted and chosen tiles outlined.
 
-Used by ``sequoia-clinic inspect --thumbnail`` and by the PDF report.
+Used by ``sequoia-clinic inspect --thumbnail`` (the PDF report draws its own outlines).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from sequoia_clinic.slides.base import Slide
-from sequoia_clinic.slides.tiling import TileGrid
+from sequoia_clinic.slides.grid import TileGrid
 from sequoia_clinic.slides.tissue import TissueMask
 
 TISSUE_TINT = (0, 170, 90)  # green wash over detected tissue

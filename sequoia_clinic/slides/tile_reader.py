@@ -20,16 +20,13 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from sequoia_clinic.settings import TileSettings
 from sequoia_clinic.slides.base import Slide, assemble_region
-
-if TYPE_CHECKING:
-    from sequoia_clinic.slides.tiling import TileGrid
+from sequoia_clinic.slides.grid import TileGrid
 
 
 @dataclass(frozen=True, eq=False)

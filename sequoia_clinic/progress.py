@@ -1,5 +1,7 @@
 """Progress reporting for long stages (tile encoding), decoupled from any one display.
 
+The CLI makes the display (:func:`make_progress`); the stages report through :func:`reporter`.
+
 Callers may pass ``None`` (silent), a ``rich.progress.Progress`` (a bar per stage, with tiles/s), or any
 callable ``(stage, done, total) -> None``. :func:`reporter` turns each into a :class:`Reporter`.
 """
@@ -86,4 +88,5 @@ class Reporter:
 
 
 def reporter(progress: ProgressLike) -> Reporter:
+    """The :class:`Reporter` for ``progress`` (itself when it already is one)."""
     return progress if isinstance(progress, Reporter) else Reporter(progress)

@@ -1,4 +1,7 @@
-"""Reading weight files safely and loading them strictly into a network.
+"""Reading weight files safely, checking their sha256 and loading them strictly into a network.
+
+Shared by the tile encoders (:mod:`sequoia_clinic.encoders`), the aggregator folds
+(:mod:`sequoia_clinic.aggregator`) and the bundle checks (:mod:`sequoia_clinic.bundles`).
 
 Only two formats are accepted: safetensors, and PyTorch pickles read with ``torch.load(weights_only=True)``
 (which refuses arbitrary code). Callers verify the file's sha256 against the bundle manifest before calling
@@ -18,8 +21,6 @@ from safetensors.torch import load_file
 
 from sequoia_clinic.errors import BundleError, ChecksumError, WeightsError
 from sequoia_clinic.fileio import sha256_file
-
-WEIGHT_FORMATS = ("safetensors", "torch")
 
 
 def weights_format(path: Path) -> str:
