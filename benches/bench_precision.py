@@ -28,8 +28,9 @@ from sklearn.metrics import adjusted_rand_score
 from sequoia_clinic.bundles import load_bundle, load_bundle_ensemble
 from sequoia_clinic.encoders import has_native_bf16
 from sequoia_clinic.features import cluster_features
+from sequoia_clinic.locations import default_cache_dir, weights_cache_dir
 from sequoia_clinic.pipeline.predict import InferenceResult, run_inference
-from sequoia_clinic.settings import Settings
+from sequoia_clinic.settings import ModelSettings, Settings
 from sequoia_clinic.survival.model import RiskModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,7 +109,8 @@ def main() -> None:
     slides = [(p, args.mpp) for p in args.slides] or [(DEMO_SLIDE, None)] + (
         [(SHARED_TCGA, 0.5)] if SHARED_TCGA.exists() else []
     )
-    settings = Settings(device="cpu")
+    cache = weights_cache_dir(default_cache_dir())  # demo weights: generated once into the user cache
+    settings = Settings(device="cpu", models=ModelSettings(weights_cache_dir=cache))
     bundle = load_bundle(args.bundle, settings)
     model = RiskModel.load(args.risk_model)
     print(

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from sequoia_clinic.bundles import load_bundle
 from sequoia_clinic.encoders import ENCODERS, array_batches, extract_features, random_encoder
 from sequoia_clinic.pipeline.predict import run_inference
 from sequoia_clinic.settings import Settings
@@ -38,8 +37,8 @@ def test_gpu_features_match_the_cpu_reference(precision):
     assert _min_cosine(features, reference) > (0.9999 if precision == "fp32" else 0.999)
 
 
-def test_predict_on_the_gpu(cmu_svs):
-    bundle = load_bundle("sequoia-brca-demo")
+def test_predict_on_the_gpu(cmu_svs, demo_bundle):
+    bundle = demo_bundle
     cpu = run_inference(cmu_svs, bundle, Settings(precision="fp32"))
     gpu = run_inference(cmu_svs, bundle, Settings(device="cuda"))
     assert gpu.device.startswith("cuda") and gpu.expression.shape == (20820,)

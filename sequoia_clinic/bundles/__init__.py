@@ -1,10 +1,10 @@
 """Model bundles: a folder with a checksummed manifest, encoder weights, aggregator folds and a gene list.
 
-Public API: :func:`load_bundle`, :func:`list_bundles`, :func:`verify_bundle`, :func:`import_bundle` and the
+Public API: :func:`load_bundle`, :func:`scan_bundles`, :func:`verify_bundle`, :func:`import_bundle` and the
 :class:`Bundle` record; :func:`load_bundle_encoder` / :func:`load_bundle_ensemble` give the runnable models.
 """
 
-from sequoia_clinic.bundles.importer import import_bundle, packaged_gene_list
+from sequoia_clinic.bundles.importer import import_bundle
 from sequoia_clinic.bundles.manifest import (
     BUNDLE_FORMAT,
     MANIFEST_NAME,
@@ -16,11 +16,10 @@ from sequoia_clinic.bundles.manifest import (
     read_gene_list,
 )
 from sequoia_clinic.bundles.store import (
-    REPO_MODELS,
+    SHIPPED_MODELS,
     BundleListing,
     FileCheck,
     VerifyReport,
-    list_bundles,
     load_bundle,
     load_bundle_encoder,
     load_bundle_ensemble,
@@ -34,7 +33,7 @@ from sequoia_clinic.bundles.store import (
 __all__ = [
     "BUNDLE_FORMAT",
     "MANIFEST_NAME",
-    "REPO_MODELS",
+    "SHIPPED_MODELS",
     "Bundle",
     "BundleListing",
     "FileCheck",
@@ -43,12 +42,10 @@ __all__ = [
     "Preprocessing",
     "VerifyReport",
     "import_bundle",
-    "list_bundles",
     "load_bundle",
     "load_bundle_encoder",
     "load_bundle_ensemble",
     "materialize",
-    "packaged_gene_list",
     "parse_bundle",
     "read_gene_list",
     "resolve_bundle_path",

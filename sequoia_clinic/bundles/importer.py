@@ -26,6 +26,7 @@ from sequoia_clinic.encoders.model import load_encoder
 from sequoia_clinic.encoders.registry import get_encoder_spec
 from sequoia_clinic.errors import BundleError, InputPathError, OptionError
 from sequoia_clinic.fileio import atomic_dir, sha256_file, write_json_atomic
+from sequoia_clinic.locations import sequoia_gene_list
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _HUB_DIR = re.compile(r"sequoia-([a-z]+)-(\d+)$")
@@ -39,11 +40,6 @@ INTENDED_USE = (
     "log2(FPKM-UQ+1)) of the genes in genes.csv from an H&E whole-slide image of the stated cancer type. "
     "Not a medical device; not for diagnosis or treatment decisions."
 )
-
-
-def packaged_gene_list() -> Path:
-    """The 20,820-gene SEQUOIA list shipped in sequoia_clinic/resources (MIT, gevaertlab/sequoia-pub)."""
-    return Path(__file__).resolve().parents[1] / "resources" / "sequoia_gene_list.csv"
 
 
 def _checkpoint_files(folder: Path) -> tuple[Path, Path]:
@@ -137,7 +133,7 @@ def import_bundle(
         raise OptionError(
             "cannot tell the cancer type from the folder names", fix="Pass --cancer (e.g. brca)."
         )
-    genes_path = Path(genes_csv) if genes_csv is not None else packaged_gene_list()
+    genes_path = Path(genes_csv) if genes_csv is not None else sequoia_gene_list()
     genes = read_gene_list(genes_path)
     if len(genes) != config.num_outputs:
         raise BundleError(

@@ -6,6 +6,8 @@ file carries its sha256. The manifest also states the cancer type, whether the w
 preprocessing the model expects, its intended use and provenance. Parsing validates the manifest against
 ``manifest.schema.json`` and checks that the parts fit together (encoder width = aggregator input, gene
 count = aggregator outputs, clusters = aggregator tokens); it does not hash the weights (see store.py).
+Weights made by a recipe (demo bundles) are not in the bundle folder: they live in a weights cache folder,
+under their sha256 (:meth:`Bundle.file`), so a bundle folder can be read-only.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
@@ -23,9 +25,9 @@ import pandas as pd
 
 from sequoia_clinic.aggregator.ensemble import aggregator_kind
 from sequoia_clinic.encoders.registry import ENCODERS, EncoderSpec
-from sequoia_clinic.encoders.weights import verify_sha256, weights_format
 from sequoia_clinic.errors import BundleError
 from sequoia_clinic.fileio import sha256_file
+from sequoia_clinic.weightio import verify_sha256, weights_format
 
 MANIFEST_NAME = "manifest.json"
 BUNDLE_FORMAT = "sequoia-clinic-bundle/1"
@@ -82,7 +84,6 @@ class Bundle:
     version: str
     cancer: str
     path: Path
-    manifest: dict[str, Any]
     manifest_sha256: str
     trained: bool
     genes: tuple[str, ...]
@@ -95,17 +96,23 @@ class Bundle:
     preprocessing: Preprocessing
     intended_use: str
     provenance: dict[str, Any]
+    weights_cache: Path | None = None  # where recipe-made weights are generated (Settings.models)
 
     @property
     def encoder_spec(self) -> EncoderSpec:
         return ENCODERS[self.encoder_name]
 
-    @property
-    def fold_files(self) -> tuple[Path, ...]:
-        return tuple(self.file(f.weights) for f in self.folds)
-
     def file(self, ref: FileRef) -> Path:
-        return self.path / ref.file
+        """A file in the bundle folder, or for recipe-made weights ``<weights_cache>/<sha256>/<name>``."""
+        if ref.generate is None:
+            return self.path / ref.file
+        if self.weights_cache is None:
+            raise BundleError(
+                f"'{ref.file}' is generated on first use, but no weights cache folder is set",
+                self.path,
+                fix="Pass Settings(models=ModelSettings(weights_cache_dir=...)) (the CLI uses the user cache).",
+            )
+        return self.weights_cache / ref.sha256 / PurePosixPath(ref.file).name
 
     def files(self) -> list[tuple[str, FileRef]]:
         """(role, file) for every file the manifest names."""
@@ -152,8 +159,11 @@ def read_gene_list(path: Path, column: str = "gene") -> tuple[str, ...]:
     return genes
 
 
-def parse_bundle(folder: Path) -> Bundle:
-    """Parse and cross-check ``folder/manifest.json``; verifies the (small) gene list's checksum."""
+def parse_bundle(folder: Path, weights_cache: Path | None = None) -> Bundle:
+    """Parse and cross-check ``folder/manifest.json``; verifies the (small) gene list's checksum.
+
+    ``weights_cache`` is where the bundle's recipe-made weights are generated and read (see :meth:`Bundle.file`).
+    """
     folder = Path(folder)
     manifest_path = folder / MANIFEST_NAME
     data, digest = _read_manifest(manifest_path)
@@ -200,7 +210,6 @@ def parse_bundle(folder: Path) -> Bundle:
         version=data["version"],
         cancer=data["cancer"],
         path=folder,
-        manifest=data,
         manifest_sha256=digest,
         trained=data["trained"],
         genes=genes,
@@ -213,6 +222,7 @@ def parse_bundle(folder: Path) -> Bundle:
         preprocessing=pre,
         intended_use=data["intended_use"],
         provenance=data["provenance"],
+        weights_cache=weights_cache,
     )
 
 

@@ -1,9 +1,10 @@
 """Finding, loading, verifying and materialising model bundles.
 
 Bundles are looked up by folder path, or by name in the search folders: ``Settings.models.models_dir``
-(when set) and then the repository's ``models/`` folder. Loading parses and cross-checks the manifest,
-checks the gene list's sha256, and generates any missing demo weights from their recipe (verifying the
-result). Every weights file is checked against its manifest sha256 immediately before it is read
+(when set) and then the shipped bundles (the repository's ``models/``, installed with the package). Loading
+parses and cross-checks the manifest, checks the gene list's sha256, and generates any missing demo weights
+from their recipe into ``Settings.models.weights_cache_dir`` (verifying the result); a bundle folder is only
+read, never written. Every weights file is checked against its manifest sha256 immediately before it is read
 (:func:`load_bundle_encoder`, :func:`load_bundle_ensemble`); :func:`verify_bundle` checks all files at once.
 """
 
@@ -24,7 +25,7 @@ from sequoia_clinic.fileio import sha256_file
 from sequoia_clinic.locations import models_dir
 from sequoia_clinic.settings import Settings
 
-REPO_MODELS = models_dir()  # the checkout's models/, or the installed copy (sequoia_clinic/locations.py)
+SHIPPED_MODELS = models_dir()  # the repository's models/, installed as package data (locations.py)
 
 
 def search_dirs(settings: Settings | None = None) -> list[Path]:
@@ -32,7 +33,7 @@ def search_dirs(settings: Settings | None = None) -> list[Path]:
     dirs = []
     if settings is not None and settings.models.models_dir is not None:
         dirs.append(Path(settings.models.models_dir))
-    dirs.append(REPO_MODELS)
+    dirs.append(SHIPPED_MODELS)
     return dirs
 
 
@@ -61,11 +62,6 @@ def scan_bundles(settings: Settings | None = None) -> list[BundleListing]:
             except BundleError as exc:
                 listings.append(BundleListing(manifest.parent, None, str(exc)))
     return listings
-
-
-def list_bundles(settings: Settings | None = None) -> list[Bundle]:
-    """Every readable bundle in the search folders (see :func:`scan_bundles` for the unreadable ones)."""
-    return [item.bundle for item in scan_bundles(settings) if item.bundle is not None]
 
 
 def resolve_bundle_path(name_or_path: str | Path, settings: Settings | None = None) -> Path:
@@ -113,17 +109,21 @@ def materialize(bundle: Bundle) -> list[Path]:
             write_generated(_module_for(bundle, ref), recipe, seed, target, ref.sha256)
         except PermissionError:
             raise BundleError(
-                "cannot write the demo bundle's generated weights",
+                "cannot write the bundle's generated weights to the cache folder",
                 target.parent,
-                fix="Run once with write access to the bundle folder, or copy the bundle somewhere writable.",
+                fix="Set SEQUOIA_CLINIC_CACHE to a writable folder.",
             ) from None
         written.append(target)
     return written
 
 
+def _weights_cache(settings: Settings | None) -> Path | None:
+    return settings.models.weights_cache_dir if settings is not None else None
+
+
 def load_bundle(name_or_path: str | Path, settings: Settings | None = None, generate: bool = True) -> Bundle:
-    """Parse a bundle by name or path; generate missing demo weights when ``generate``."""
-    bundle = parse_bundle(resolve_bundle_path(name_or_path, settings))
+    """Parse a bundle by name or path; generate missing demo weights (into the weights cache) when ``generate``."""
+    bundle = parse_bundle(resolve_bundle_path(name_or_path, settings), _weights_cache(settings))
     if generate:
         materialize(bundle)
     return bundle
@@ -168,7 +168,7 @@ class VerifyReport:
 def verify_bundle(bundle: Bundle | str | Path, settings: Settings | None = None) -> VerifyReport:
     """sha256 of every file named by the manifest against its record (generating missing demo weights)."""
     if not isinstance(bundle, Bundle):
-        bundle = parse_bundle(resolve_bundle_path(bundle, settings))
+        bundle = parse_bundle(resolve_bundle_path(bundle, settings), _weights_cache(settings))
     generated = tuple(materialize(bundle))
     checks = []
     for role, ref in bundle.files():

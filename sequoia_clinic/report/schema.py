@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
 from sequoia_clinic.errors import ResultSchemaError
+from sequoia_clinic.locations import package_path
 
-RESULT_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "result.schema.json"
+RESULT_SCHEMA_PATH = package_path("sequoia_clinic", "schemas", "result.schema.json")
 RESULT_SCHEMA_VERSION = "1.0.0"
 
 

@@ -20,7 +20,7 @@ TEMPLATE_FILE = "report.toml"
 
 
 def default_templates_dir() -> Path:
-    """The ``templates/`` directory: the checkout's, or the installed copy (sequoia_clinic/locations.py)."""
+    """The shipped ``templates/`` directory, read from the installed package (sequoia_clinic/locations.py)."""
     return templates_dir()
 
 
@@ -119,7 +119,7 @@ def _strings(table: dict[str, Any], name: str, path: Path) -> dict[str, str]:
 
 
 def load_report_text(templates_dir: Path | None = None) -> ReportText:
-    """Read ``report.toml`` from ``templates_dir`` (default: the repository's ``templates/``)."""
+    """Read ``report.toml`` from ``templates_dir`` (default: the shipped ``templates/``)."""
     path = (templates_dir or default_templates_dir()) / TEMPLATE_FILE
     if not path.is_file():
         raise ReportError("report template not found", path=path, fix="Restore templates/report.toml.")

@@ -1,6 +1,9 @@
 """Rebuild the shipped default risk model: wang76 genes on GSE7390 distant-metastasis-free survival.
 
-    python -m sequoia_clinic.survival.build_default [--out models/risk]
+    python -m sequoia_clinic.survival.build_default --out models/risk   # in a checkout
+
+(``--out`` is required, so that the installed package folder is never written by accident; the shipped copy is
+``models/risk/gse7390-wang76.json``, found with ``sequoia_clinic.locations.default_risk_model``.)
 
 The cohort is scikit-survival's bundled ``load_breast_cancer()`` (GSE7390, Desmedt et al., Clin Cancer Res
 2007: 198 node-negative, systemically untreated patients, 51 distant metastases, Affymetrix HG-U133A,
@@ -16,15 +19,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from sequoia_clinic.cli.calibrate_cmd import write_model_and_card
+from sequoia_clinic.locations import DEFAULT_RISK_MODEL_FILE
 from sequoia_clinic.settings import RiskSettings
 from sequoia_clinic.signatures import collapse_probes, get_signature
+from sequoia_clinic.survival.card import write_model_and_card
 from sequoia_clinic.survival.cutoffs import CutoffSpec
 from sequoia_clinic.survival.fit import fit_risk_model
 from sequoia_clinic.survival.model import RiskModel
+from sequoia_clinic.survival.records import ExpressionSource
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "models" / "risk"
-MODEL_NAME = "gse7390-wang76.json"
 NOTES = (
     "Calibrated on MEASURED microarray expression (GSE7390, Affymetrix HG-U133A, log2 scale) of the wang76 "
     "genes, probes averaged per gene. It is not calibrated on expression PREDICTED from H&E slides: scores of "
@@ -65,18 +68,18 @@ def build(settings: RiskSettings | None = None) -> RiskModel:
         endpoint="distant metastasis",
         cohort_name="GSE7390 (Desmedt 2007), DMFS",
         notes=NOTES,
-        expression_source="measured",
+        expression_source=ExpressionSource.MEASURED,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_DIR, help="Folder for the model JSON and its card."
+        "--out", type=Path, required=True, help="Folder for the model JSON and its card, e.g. models/risk."
     )
     args = parser.parse_args(argv)
     model = build()
-    for path in write_model_and_card(model, args.out / MODEL_NAME):
+    for path in write_model_and_card(model, args.out / DEFAULT_RISK_MODEL_FILE):
         print(f"wrote {path}")
 
 

@@ -1,5 +1,8 @@
 """The one-page model card of a risk model: a figure (PNG + PDF) and a Markdown document.
 
+:func:`write_model_and_card` writes a risk model's JSON and, beside it, its card (``<stem>.card.png``,
+``.card.pdf``, ``.card.md``), each file atomically.
+
 Everything is drawn from the model file itself (no patient data): the key TRIPOD items (outcome,
 cohort, full model, how cut-offs were chosen, cross-validated performance with CIs), the calibration
 plot and the cross-validated Kaplan-Meier curves by risk group.
@@ -7,8 +10,11 @@ plot and the cross-validated Kaplan-Meier curves by risk group.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import json
+from pathlib import Path
 
+from sequoia_clinic.fileio import atomic_path
 from sequoia_clinic.survival.model import SCORE_DEFINITION, RiskModel
 from sequoia_clinic.survival.plots import (
     draw_calibration,
@@ -17,6 +23,7 @@ from sequoia_clinic.survival.plots import (
     new_figure,
     render_figure,
 )
+from sequoia_clinic.survival.records import jsonable
 
 METRIC_LABELS = {
     "harrell_c": "Harrell's C",
@@ -39,54 +46,50 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def metric_rows(model: RiskModel) -> list[tuple[str, str, str, str]]:
     """(label, mean, 95% CI, spread over repeats) for the headline metrics present in the model."""
-    metrics: dict[str, Any] = model.performance.get("metrics", {})
     rows = []
     for key, label in METRIC_LABELS.items():
-        if key not in metrics:
+        m = model.performance.metric(key)
+        if m is None:
             continue
-        m = metrics[key]
         rows.append(
             (
                 label,
-                _fmt(m["mean"]),
-                f"{_fmt(m['ci_lower'])}-{_fmt(m['ci_upper'])}",
-                f"{_fmt(m['min_over_repeats'])}-{_fmt(m['max_over_repeats'])}",
+                _fmt(m.mean),
+                f"{_fmt(m.ci_lower)}-{_fmt(m.ci_upper)}",
+                f"{_fmt(m.min_over_repeats)}-{_fmt(m.max_over_repeats)}",
             )
         )
     return rows
 
 
 def _summary_lines(model: RiskModel) -> list[str]:
-    info, training = model.info, model.training
-    design = model.performance.get("design", {})
-    penalty = info.get("penalty", {})
-    s0 = info.get("baseline_survival_at", {})
-    groups = info.get("groups", {})
-    ph = info.get("ph_check", {})
+    training, design = model.training, model.performance.design
+    penalty, ph = model.penalty, model.ph_check
     return [
-        f"Endpoint: {info.get('endpoint', 'event')}.  Cohort: {info.get('cohort', '')}.",
-        f"n = {training.get('n')}, events = {training.get('events')}, median follow-up "
-        f"{_fmt(training.get('median_follow_up_years'), 1)} y (reverse KM).",
+        f"Endpoint: {model.endpoint}.  Cohort: {model.cohort}.",
+        f"n = {training.n}, events = {training.events}, median follow-up "
+        f"{_fmt(training.median_follow_up_years, 1)} y (reverse KM).",
         f"Predictors: {len(model.genes)} genes of '{model.signature}'"
         + (f" + covariates {', '.join(model.covariates)}" if model.covariates else "")
-        + f"; {penalty.get('nonzero_coefficients')} non-zero coefficients.",
-        f"Model: {penalty.get('method', '')}, alpha {_fmt(penalty.get('alpha'), 4)}, l1_ratio {penalty.get('l1_ratio')}.",
-        f"Baseline survival S0(5 y) = {_fmt(s0.get('5'))}, S0(10 y) = {_fmt(s0.get('10'))} (average patient).",
-        f"Risk groups: {', '.join(model.group_names)}; cut-offs {groups.get('description', '')}.",
-        f"CV: {design.get('outer_folds')}-fold x {design.get('repeats')} repeats (penalty re-chosen per fold), "
-        f"{design.get('n_bootstrap')} bootstrap resamples for CIs.",
-        f"PH check of the score: p = {_fmt(ph.get('p_value'))} ({ph.get('interpretation', '')}).",
+        + f"; {penalty.nonzero_coefficients} non-zero coefficients.",
+        f"Model: {penalty.method}, alpha {_fmt(penalty.alpha, 4)}, l1_ratio {penalty.l1_ratio}.",
+        f"Baseline survival S0(5 y) = {_fmt(model.baseline_survival_at(5.0))}, "
+        f"S0(10 y) = {_fmt(model.baseline_survival_at(10.0))} (average patient).",
+        f"Risk groups: {', '.join(model.group_names)}; cut-offs {model.groups.description}.",
+        f"CV: {design.outer_folds}-fold x {design.repeats} repeats (penalty re-chosen per fold), "
+        f"{design.n_bootstrap} bootstrap resamples for CIs.",
+        f"PH check of the score: p = {_fmt(ph.p_value)} ({ph.interpretation}).",
     ]
 
 
 def card_figure(model: RiskModel) -> dict[str, bytes]:
     """The one-page card as PNG and PDF bytes."""
     fig = new_figure(8.27, 11.69)
-    endpoint = str(model.info.get("endpoint", "event"))
+    endpoint = model.endpoint
     fig.text(
         0.05,
         0.975,
-        f"Risk model card: {model.signature} ({model.info.get('cohort', '')})",
+        f"Risk model card: {model.signature} ({model.cohort})",
         fontsize=13,
         weight="bold",
         va="top",
@@ -117,21 +120,19 @@ def card_figure(model: RiskModel) -> dict[str, bytes]:
         va="top",
         transform=table_ax.transAxes,
     )
-    calibration = model.info.get("calibration_plot", {})
-    if calibration:
-        draw_calibration(fig.add_axes((0.1, 0.34, 0.36, 0.2)), calibration, endpoint)
+    if model.calibration_plot:
+        draw_calibration(fig.add_axes((0.1, 0.34, 0.36, 0.2)), model.calibration_plot, endpoint)
     km = model.cross_validated_km
-    if km.get("groups"):
+    if km.groups:
         ax = fig.add_axes((0.6, 0.34, 0.36, 0.2))
-        logrank = km.get("logrank") or {}
         title = "Cross-validated KM by risk group" + (
-            f"\n(log-rank p={logrank['p_value']:.2g})" if logrank else ""
+            f"\n(log-rank p={km.logrank.p_value:.2g})" if km.logrank else ""
         )
-        draw_km(ax, km["groups"], endpoint, title=title)
+        draw_km(ax, km.groups, endpoint, title=title)
     draw_lp_distribution(
         fig.add_axes((0.1, 0.05, 0.36, 0.15)), model.training_lp, model.cutoffs, model.group_names
     )
-    notes = [*model.info.get("notes", []), SCORE_DEFINITION]
+    notes = [*model.notes, SCORE_DEFINITION]
     text_y = 0.235
     fig.text(0.53, text_y, "Notes and limitations", fontsize=8, weight="bold", va="top")
     text_y -= 0.014
@@ -163,33 +164,32 @@ def card_markdown(model: RiskModel, figure_name: str | None = None) -> str:
     ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in metric_rows(model)]
     km = model.cross_validated_km
-    if km.get("groups"):
+    if km.groups:
         lines += [
             "",
             "## Cross-validated risk groups",
             "",
-            km.get("description", ""),
+            km.description,
             "",
             "| group | n | events | KM 5 y (95% CI) | KM 10 y (95% CI) |",
             "|---|---|---|---|---|",
         ]
-        for g in km["groups"]:
-            at = {f"{h['time']:g}": h for h in g["at_horizons"]}
-            cells = [
-                f"{_fmt(at[k]['survival'])} ({_fmt(at[k]['lower'])}-{_fmt(at[k]['upper'])})"
-                if k in at
-                else "n/a"
-                for k in ("5", "10")
-            ]
-            lines.append(f"| {g['label']} | {g['n']} | {g['events']} | {cells[0]} | {cells[1]} |")
-        if km.get("logrank"):
+        for g in km.groups:
+            cells = []
+            for years in (5.0, 10.0):
+                point = g.at(years)
+                cells.append(
+                    "n/a"
+                    if point is None
+                    else f"{_fmt(point.survival)} ({_fmt(point.lower)}-{_fmt(point.upper)})"
+                )
+            lines.append(f"| {g.label} | {g.n} | {g.events} | {cells[0]} | {cells[1]} |")
+        if km.logrank:
+            lines.append(f"\nLog-rank p = {km.logrank.p_value:.3g} ({km.logrank.degrees_of_freedom} df).")
+        for hr in km.hazard_ratios_vs_lowest:
             lines.append(
-                f"\nLog-rank p = {km['logrank']['p_value']:.3g} ({km['logrank']['degrees_of_freedom']} df)."
-            )
-        for hr in km.get("hazard_ratios_vs_lowest", []):
-            lines.append(
-                f"HR {hr['group']} vs {hr['reference']}: "
-                f"{_fmt(hr['hazard_ratio'], 2)} ({_fmt(hr['lower'], 2)}-{_fmt(hr['upper'], 2)})."
+                f"HR {hr.group} vs {hr.reference}: "
+                f"{_fmt(hr.hazard_ratio, 2)} ({_fmt(hr.lower, 2)}-{_fmt(hr.upper, 2)})."
             )
     lines += [
         "",
@@ -202,23 +202,43 @@ def card_markdown(model: RiskModel, figure_name: str | None = None) -> str:
         "|---|---|---|---|---|---|",
     ]
     for row in model.predictor_table:
-        ci, uci = row["hr_per_sd_bootstrap_ci"], row["univariable_ci"]
+        ci, uci = row.hr_per_sd_bootstrap_ci, row.univariable_ci
         lines.append(
-            f"| {row['name']} | {row['mean']:.3f} | {row['sd']:.3f} | {row['coefficient_per_sd']:.4f} | "
-            f"{row['hr_per_sd']:.3f} ({_fmt(ci[0])}-{_fmt(ci[1])}) | "
-            f"{_fmt(row['univariable_hr_per_sd'], 2)} ({_fmt(uci[0], 2)}-{_fmt(uci[1], 2)}) |"
+            f"| {row.name} | {row.mean:.3f} | {row.sd:.3f} | {row.coefficient_per_sd:.4f} | "
+            f"{_fmt(row.hr_per_sd)} ({_fmt(ci[0])}-{_fmt(ci[1])}) | "
+            f"{_fmt(row.univariable_hr_per_sd, 2)} ({_fmt(uci[0], 2)}-{_fmt(uci[1], 2)}) |"
         )
-    notes = model.info.get("notes", [])
-    if notes:
-        lines += ["", "## Notes and limitations", ""] + [f"- {n}" for n in notes]
-    signature = model.info.get("signature", {})
-    if signature:
-        lines += [
-            "",
-            "## Signature",
-            "",
-            f"{signature.get('citation', '')}",
-            "",
-            f"Unmapped genes/probes: {', '.join(signature.get('unmapped', [])) or 'none'}.",
-        ]
+    if model.notes:
+        lines += ["", "## Notes and limitations", ""] + [f"- {n}" for n in model.notes]
+    signature = model.signature_details
+    lines += [
+        "",
+        "## Signature",
+        "",
+        signature.citation,
+        "",
+        f"Unmapped genes/probes: {', '.join(signature.unmapped) or 'none'}.",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def card_paths(out: Path) -> dict[str, Path]:
+    """The card files beside a model file ``out``: ``<stem>.card.png``, ``.card.pdf``, ``.card.md``."""
+    stem = out.with_suffix("")
+    return {fmt: stem.with_name(f"{stem.name}.card.{fmt}") for fmt in ("png", "pdf", "md")}
+
+
+def write_model_and_card(model: RiskModel, out: Path, card: bool = True) -> list[Path]:
+    """Render everything in memory, then write each file atomically (all or nothing on error)."""
+    payload = (json.dumps(jsonable(model.to_dict()), indent=2, allow_nan=False) + "\n").encode()
+    files: dict[Path, bytes] = {out: payload}
+    if card:
+        paths = card_paths(out)
+        figure = card_figure(model)
+        files[paths["png"]] = figure["png"]
+        files[paths["pdf"]] = figure["pdf"]
+        files[paths["md"]] = card_markdown(model, paths["png"].name).encode()
+    with contextlib.ExitStack() as stack:
+        for target, data in files.items():
+            stack.enter_context(atomic_path(target)).write_bytes(data)
+    return list(files)

@@ -1,0 +1,5 @@
+"""The report text (``report.toml``), installed as package data ``sequoia_clinic._templates``.
+
+pyproject.toml maps this folder to that package (``package-dir``), so ``sequoia_clinic/locations.py`` finds
+it with importlib.resources in an editable install and in a wheel. No code lives here.
+"""
