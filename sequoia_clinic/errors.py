@@ -1,7 +1,9 @@
 """The exception hierarchy of sequoia-clinic.
 
 Every error a user can cause is a :class:`SequoiaError`. The CLI turns it into one line on stderr and
-exit code 2 (no traceback). Messages name the file and the fix, and never carry patient identifiers.
+exit code 2 (no traceback). Messages name the file and the fix, and never carry patient identifiers. An
+error about one parameter names it in ``option`` (the library's parameter name, e.g. ``max_tiles``); the
+message then starts with that name, and the CLI renders it with the matching flag (``--max-tiles``).
 """
 
 from __future__ import annotations
@@ -14,13 +16,28 @@ class SequoiaError(Exception):
 
     exit_code: int = 2
 
-    def __init__(self, message: str, path: Path | str | None = None, fix: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        path: Path | str | None = None,
+        fix: str | None = None,
+        *,
+        option: str | None = None,
+    ) -> None:
+        self.message = message
         self.path = Path(path) if path is not None else None
         self.fix = fix
-        parts = [f"{self.path}: {message}" if self.path is not None else message]
-        if fix:
-            parts.append(fix)
-        super().__init__(" ".join(p.rstrip() if p.rstrip().endswith(".") else p.rstrip() + "." for p in parts))
+        self.option = option  # the library parameter at fault (e.g. "max_tiles"), or None
+        super().__init__(self.render())
+
+    def render(self, option_label: str | None = None) -> str:
+        """The one-line message, naming ``option`` as ``option_label`` when given (the CLI passes its flag)."""
+        head = f"{self.path}: {self.message}" if self.path is not None else self.message
+        label = option_label or self.option
+        parts = [f"{label}: {head}" if label else head]
+        if self.fix:
+            parts.append(self.fix)
+        return " ".join(p.rstrip() if p.rstrip().endswith(".") else p.rstrip() + "." for p in parts)
 
 
 class InputPathError(SequoiaError):

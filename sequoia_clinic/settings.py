@@ -7,7 +7,37 @@ own frozen section; ``Settings`` groups them. Use :func:`dataclasses.replace` to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+
+
+class Device(StrEnum):
+    """Where the networks run; the value is the ``--device`` choice (cuda = the first visible GPU)."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class TileOrder(StrEnum):
+    """Which tiles feed the encoder and the order k-means sees them in (``features/sampling.py``).
+
+    ``grid``: the kept tiles in grid (row-major) order; above the tile cap, the first ``max_tiles`` that pass
+    the pixel check in a seeded shuffle of the candidates (Python ``random``, the sample seed), in grid
+    order. ``reference``: the SEQUOIA preprocessing's rule: the first ``max_tiles`` that pass in the grid
+    enumerated column by column and shuffled with numpy seed 5, fed to k-means in byte order of their
+    ``"x_y"`` level-0 keys (the HDF5 key order of the reference feature step).
+    """
+
+    GRID = "grid"
+    REFERENCE = "reference"
+
+
+class Precision(StrEnum):
+    """Tile-encoder arithmetic: auto (bfloat16 where the device has it natively), fp32 or bf16."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
 
 
 @dataclass(frozen=True)
@@ -54,13 +84,14 @@ class FeatureSettings:
     min_tiles: int = 1  # fewer usable tiles than this -> NoTissueError (see features/clusters.py for <100)
     kmeans_n_init: int | None = None  # SEQUOIA: 1 = scikit-learn 1.4's n_init='auto' for k-means++
     empty_row_fill: str = "slide-mean"  # rows with no tiles: 'slide-mean' or 'zeros' (features/clusters.py)
+    tile_order: TileOrder | None = None  # None = the bundle's preprocessing.tile_order (see TileOrder)
 
 
 @dataclass(frozen=True)
 class ReportSettings:
     """The report stage: PDF layout knobs, report text location and pseudonymisation (see report/)."""
 
-    templates_dir: Path | None = None  # report text (TOML); None = the repository's templates/ directory
+    templates_dir: Path | None = None  # report text (TOML); None = the shipped templates/ (locations.py)
     figure_dpi: int = 200  # raster resolution of the matplotlib figures embedded in the PDF
     max_gene_rows: int = 24  # gene-table rows shown in the PDF (all genes are always in result.json)
     heatmap_genes: int = 3  # top signature genes drawn as expression heatmaps over the slide
@@ -71,7 +102,9 @@ class ReportSettings:
 class ModelSettings:
     """Where model bundles live and optional local weight overrides (see bundles.py, encoders/)."""
 
-    models_dir: Path | None = None  # extra folder of bundles, searched before the repository's models/
+    models_dir: Path | None = None  # extra folder of bundles, searched before the shipped models/
+    # generated (recipe-made) demo weights; the CLI sets <user cache>/weights; None = none can be generated
+    weights_cache_dir: Path | None = None
     encoder_weights: Path | None = None  # use this local file as the bundle's encoder weights (sha256 still checked)
     loader_queue: int = 4  # decoded tile batches buffered ahead of the encoder by the loader thread
 
@@ -106,8 +139,7 @@ class Settings:
     models: ModelSettings = field(default_factory=ModelSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     risk: RiskSettings = field(default_factory=RiskSettings)
-    device: str = "cpu"
-    precision: str = "auto"  # tile encoder arithmetic: auto (bf16 where native), fp32 or bf16
+    device: Device = Device.CPU
+    precision: Precision = Precision.AUTO  # tile encoder arithmetic (see Precision)
     encoder_batch_size: int = 32
     cache_dir: Path | None = None  # per-slide feature cache; None disables caching
-    quiet: bool = False

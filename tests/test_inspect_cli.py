@@ -16,12 +16,8 @@ import numpy as np
 import pytest
 import tiffslide
 from PIL import Image
-from typer.testing import CliRunner
-
-from sequoia_clinic.cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]
-runner = CliRunner()
 JSON_KEYS = [
     "slide", "format", "vendor", "width", "height", "levels", "mpp", "mpp_source", "objective_power",
     "tissue_fraction", "tiles", "thumbnail",
@@ -32,15 +28,15 @@ TILE_KEYS = [
 ]  # fmt: skip
 
 
-def inspect_json(*args: str) -> dict:
-    result = runner.invoke(app, ["inspect", *args, "--json"])
+def inspect_json(cli, *args: str) -> dict:
+    result = cli(["inspect", *args, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
 
-def test_inspect_svs_json_and_thumbnail(cmu_svs, tmp_path):
+def test_inspect_svs_json_and_thumbnail(cli, cmu_svs, tmp_path):
     picture = tmp_path / "sub" / "cmu.png"
-    report = inspect_json(str(cmu_svs), "--thumbnail", str(picture))
+    report = inspect_json(cli, str(cmu_svs), "--thumbnail", str(picture))
     assert list(report) == JSON_KEYS and list(report["tiles"]) == TILE_KEYS
     with tiffslide.TiffSlide(cmu_svs) as reference:
         assert (report["width"], report["height"]) == reference.dimensions
@@ -56,8 +52,8 @@ def test_inspect_svs_json_and_thumbnail(cmu_svs, tmp_path):
     assert [p.name for p in picture.parent.iterdir()] == ["cmu.png"]  # no temporary file left
 
 
-def test_inspect_dicom_agrees_with_svs(cmu_svs, cmu_dicom):
-    svs, dicom = inspect_json(str(cmu_svs)), inspect_json(str(cmu_dicom))
+def test_inspect_dicom_agrees_with_svs(cli, cmu_svs, cmu_dicom):
+    svs, dicom = inspect_json(cli, str(cmu_svs)), inspect_json(cli, str(cmu_dicom))
     assert dicom["format"] == "dicom" and len(dicom["levels"]) == 5
     assert dicom["mpp"] == svs["mpp"] == [0.499, 0.499]
     # the 8 um/px masks come from different pixels (DICOM has its own lossy lower levels), so the coarse
@@ -66,28 +62,45 @@ def test_inspect_dicom_agrees_with_svs(cmu_svs, cmu_dicom):
     assert dicom["tiles"] == svs["tiles"]
 
 
-def test_inspect_text_output(cmu_svs):
-    result = runner.invoke(app, ["inspect", str(cmu_svs)])
+def test_inspect_text_output(cli, cmu_svs):
+    result = cli(["inspect", str(cmu_svs)])
     assert result.exit_code == 0
     assert "0.499 x 0.499 um/px (source: vendor)" in result.stdout
     assert "42 kept of 88" in result.stdout and "no resampling" in result.stdout
 
 
-def test_inspect_tcga_needs_mpp(tcga_svs, tmp_path):
+def test_inspect_tcga_needs_mpp(cli, tcga_svs, tmp_path):
     picture = tmp_path / "tcga.png"
-    result = runner.invoke(app, ["inspect", str(tcga_svs), "--thumbnail", str(picture)])
+    result = cli(["inspect", str(tcga_svs), "--thumbnail", str(picture)])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "--mpp" in result.stderr and tcga_svs.name in result.stderr
     assert not picture.exists()
-    report = inspect_json(str(tcga_svs), "--mpp", "0.25")
+    report = inspect_json(cli, str(tcga_svs), "--mpp", "0.25")
     assert report["mpp_source"] == "user" and report["tiles"]["read_level"] == 1
     assert report["tiles"]["read_px"] == 256 and report["levels"][1]["downsample"] == pytest.approx(
         2.0005, abs=1e-4
     )
-    assert inspect_json(str(tcga_svs), "--mpp", "0.5")["tiles"]["read_level"] == 0
+    assert inspect_json(cli, str(tcga_svs), "--mpp", "0.5")["tiles"]["read_level"] == 0
 
 
-def _bad_inputs(tmp: Path, cmu_svs: Path, malformed: Path) -> dict[str, Path]:
+def test_inspect_synthetic_pyramid_and_missing_mpp(cli, mosaic_pyramid, no_mpp_tiff, tmp_path):
+    """The TCGA checks on synthetic slides: --mpp picks the pyramid level; no pixel size is one line."""
+    picture = tmp_path / "none.png"
+    result = cli(["inspect", str(no_mpp_tiff), "--thumbnail", str(picture)])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "--mpp" in result.stderr and no_mpp_tiff.name in result.stderr
+    assert not picture.exists()
+    report = inspect_json(cli, str(mosaic_pyramid), "--mpp", "0.25")
+    with tiffslide.TiffSlide(mosaic_pyramid) as reference:
+        assert [(v["width"], v["height"]) for v in report["levels"]] == list(reference.level_dimensions)
+    assert report["mpp_source"] == "user" and report["levels"][1]["downsample"] == 2.0
+    assert report["tiles"]["read_level"] == 1 and report["tiles"]["read_px"] == 256
+    native = inspect_json(cli, str(mosaic_pyramid))
+    assert native["mpp"] == [0.5, 0.5] and native["mpp_source"] == "tiff-resolution"
+    assert native["tiles"]["read_level"] == 0 and native["tiles"]["read_px"] == 256
+
+
+def _bad_inputs(tmp: Path, cmu_svs: Path) -> dict[str, Path]:
     from pydicom.data import get_testdata_file
 
     text = tmp / "notes.svs"
@@ -104,18 +117,18 @@ def _bad_inputs(tmp: Path, cmu_svs: Path, malformed: Path) -> dict[str, Path]:
         "truncated": truncated,
         "empty": empty,
         "ct": ct,
-        "malformed": malformed,
     }
 
 
 @pytest.mark.parametrize("case", ["missing", "text", "truncated", "empty", "ct", "malformed"])
-def test_bad_inputs_exit_2_with_one_line(case, tmp_path, cmu_svs, malformed_dicom):
+def test_bad_inputs_exit_2_with_one_line(cli, case, tmp_path, cmu_svs, request):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    target = _bad_inputs(inputs, cmu_svs, malformed_dicom)[case]
+    bad = _bad_inputs(inputs, cmu_svs)
+    target = request.getfixturevalue("malformed_dicom") if case == "malformed" else bad[case]
     out = tmp_path / "out"
     out.mkdir()
-    result = runner.invoke(app, ["inspect", str(target), "--thumbnail", str(out / "thumb.png")])
+    result = cli(["inspect", str(target), "--thumbnail", str(out / "thumb.png")])
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -124,8 +137,8 @@ def test_bad_inputs_exit_2_with_one_line(case, tmp_path, cmu_svs, malformed_dico
     assert list(out.iterdir()) == []  # nothing written
 
 
-def test_unsupported_thumbnail_type_is_refused_before_work(cmu_svs, tmp_path):
-    result = runner.invoke(app, ["inspect", str(cmu_svs), "--thumbnail", str(tmp_path / "t.gif")])
+def test_unsupported_thumbnail_type_is_refused_before_work(cli, cmu_svs, tmp_path):
+    result = cli(["inspect", str(cmu_svs), "--thumbnail", str(tmp_path / "t.gif")])
     assert result.exit_code == 2 and "--thumbnail" in result.stderr and list(tmp_path.iterdir()) == []
 
 
@@ -150,10 +163,10 @@ def test_inspect_as_a_real_process(cmu_dicom, malformed_dicom, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unwritable_thumbnail_folder_is_refused_before_work(cmu_svs, tmp_path):
+def test_unwritable_thumbnail_folder_is_refused_before_work(cli, cmu_svs, tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")
     picture = blocker / "pictures" / "t.png"
-    result = runner.invoke(app, ["inspect", str(cmu_svs), "--thumbnail", str(picture)])
+    result = cli(["inspect", str(cmu_svs), "--thumbnail", str(picture)])
     assert result.exit_code == 2 and str(picture.parent) in result.stderr and "writable" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]

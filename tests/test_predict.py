@@ -6,23 +6,27 @@ import dataclasses
 import errno
 import os
 import random
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import typer
-from typer.testing import CliRunner
 
 from sequoia_clinic.pipeline import predict as inference
-from sequoia_clinic.bundles import load_bundle, load_bundle_encoder
+from sequoia_clinic.bundles import load_bundle_encoder
 from sequoia_clinic.cli.common import user_errors
-from sequoia_clinic.cli.main import app
 from sequoia_clinic.encoders import has_native_bf16
 from sequoia_clinic.errors import ChecksumError, OptionError
 from sequoia_clinic.features import FeatureCache
 from sequoia_clinic.fileio import atomic_path
-from sequoia_clinic.pipeline.predict import resolve_feature_settings, run_inference
+from sequoia_clinic.pipeline.predict import (
+    PredictRequest,
+    load_folds,
+    resolve_feature_settings,
+    run_prediction,
+)
 from sequoia_clinic.settings import FeatureSettings, Settings
 from sequoia_clinic.slides import open_slide
 
@@ -30,30 +34,30 @@ META = ["slide_sha256", "bundle", "bundle_version", "bundle_trained", "tiles_use
 CMU_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"  # from the data README
 
 
-@pytest.fixture(scope="module")
-def demo():
-    return load_bundle("sequoia-brca-demo")
+def run_inference(slide: Path, bundle, settings: Settings, mpp: float | None = None):
+    """One prediction with the bundle's folds loaded here (what score and cohort do)."""
+    return run_prediction(PredictRequest(slide, mpp=mpp), bundle, load_folds(bundle, settings), settings)
 
 
-def test_run_inference_records_inputs_and_qc(cmu_svs, demo, tmp_path):
-    result = run_inference(cmu_svs, demo, Settings(cache_dir=tmp_path))
+def test_run_inference_records_inputs_and_qc(cmu_svs, demo_bundle, tmp_path):
+    result = run_inference(cmu_svs, demo_bundle, Settings(cache_dir=tmp_path))
     assert result.slide_sha256 == CMU_SHA256
     assert result.expression.shape == (20820,) and np.isfinite(result.expression).all()
     assert result.per_fold.shape == (2, 20820)
     np.testing.assert_allclose(result.expression, result.per_fold.astype(np.float64).mean(axis=0))
-    assert result.genes == demo.genes and not result.cache_hit
+    assert result.genes == demo_bundle.genes and not result.cache_hit
     n_kept = len(result.kept_indices)
     assert 0 < n_kept < 100  # a small skin region: the fewer-than-100 rule applies
     np.testing.assert_array_equal(result.used_indices, result.kept_indices)
     assert result.tile_features.shape == (n_kept, 64)
     np.testing.assert_array_equal(result.cluster_features[:n_kept], result.tile_features)
-    assert result.cluster_method == "tiles" and result.n_clusters_populated == n_kept
-    assert any("NOT trained" in w for w in result.qc_warnings)
-    assert any(f"only {n_kept} usable tiles" in w for w in result.qc_warnings)
+    assert result.clusters.method == "tiles" and result.clusters.n_populated == n_kept
+    assert any(w.code == "untrained-bundle" and "NOT trained" in w.message for w in result.qc_warnings)
+    assert any(f"only {n_kept} usable tiles" in w.message for w in result.qc_warnings)
     assert result.tile_coords.shape == (n_kept, 2)
     assert {"encode", "cluster", "predict", "total"} <= set(result.timings)
 
-    again = run_inference(cmu_svs, demo, Settings(cache_dir=tmp_path))
+    again = run_inference(cmu_svs, demo_bundle, Settings(cache_dir=tmp_path))
     assert again.cache_hit and again.extraction is None and "encode" not in again.timings
     np.testing.assert_array_equal(again.expression, result.expression)
     np.testing.assert_array_equal(again.grid.keep, result.grid.keep)
@@ -63,7 +67,7 @@ def _capped(max_tiles: int, **settings) -> Settings:
     return Settings(features=FeatureSettings(max_tiles=max_tiles), **settings)
 
 
-def test_tile_cap_samples_with_the_recorded_seed(cmu_svs, demo, monkeypatch):
+def test_tile_cap_samples_with_the_recorded_seed(cmu_svs, demo_bundle, monkeypatch):
     read_orders, reader = [], inference.iter_tile_batches
 
     def recording_reader(slide, grid, indices, tile_settings):
@@ -71,13 +75,13 @@ def test_tile_cap_samples_with_the_recorded_seed(cmu_svs, demo, monkeypatch):
         return reader(slide, grid, indices, tile_settings)
 
     monkeypatch.setattr(inference, "iter_tile_batches", recording_reader)
-    result = run_inference(cmu_svs, demo, _capped(10))
+    result = run_inference(cmu_svs, demo_bundle, _capped(10))
     assert result.max_tiles == 10 and result.sample_seed == 99
     expected = random.Random(99).sample(result.kept_indices.tolist(), 10)
     assert result.used_indices.tolist() == expected
     assert result.tile_features.shape == (10, 64)
     native = has_native_bf16(torch.device("cpu"))  # the default "auto": bf16 where the CPU has it
-    assert result.settings_used["precision"] == ("bf16" if native else "fp32")
+    assert result.settings_used.precision == ("bf16" if native else "fp32")
     # tiles are read in grid order (the reader's decoded-tile cache), yet row i is still tile used[i]:
     # compared with an independent read of each tile and a separate encoder call
     assert read_orders[0].tolist() == sorted(expected)
@@ -88,20 +92,20 @@ def test_tile_cap_samples_with_the_recorded_seed(cmu_svs, demo, monkeypatch):
             [slide.read_level_region(grid.level, (int(x), int(y)), (grid.read_px,) * 2) for x, y in corners]
         )
     assert not grid.resampled
-    encoder = load_bundle_encoder(demo, torch.device("cpu"))
+    encoder = load_bundle_encoder(demo_bundle, torch.device("cpu"))
     np.testing.assert_allclose(result.tile_features, encoder.embed(pixels).numpy(), atol=1e-5)
-    # the loaded folds come with the result (scoring reuses them) and reproduce the prediction
-    _, mean = result.ensemble.predict(result.cluster_features)
+    # the bundle's folds reproduce the prediction from the cluster features
+    _, mean = load_folds(demo_bundle, Settings()).predict(result.cluster_features)
     np.testing.assert_array_equal(mean[0], result.expression)
 
 
-def test_bundle_preprocessing_is_the_default_and_explicit_settings_win(cmu_svs, demo):
-    pre = dataclasses.replace(demo.preprocessing, max_tiles=7, sample_seed=5, kmeans_seed=3)
-    bundle = dataclasses.replace(demo, preprocessing=pre)
+def test_bundle_preprocessing_is_the_default_and_explicit_settings_win(cmu_svs, demo_bundle):
+    pre = dataclasses.replace(demo_bundle.preprocessing, max_tiles=7, sample_seed=5, kmeans_seed=3)
+    bundle = dataclasses.replace(demo_bundle, preprocessing=pre)
     result = run_inference(cmu_svs, bundle, Settings())
     assert (result.max_tiles, result.sample_seed) == (7, 5)
     assert result.used_indices.tolist() == random.Random(5).sample(result.kept_indices.tolist(), 7)
-    assert result.settings_used["kmeans_seed"] == 3
+    assert result.settings_used.kmeans_seed == 3
     chosen = resolve_feature_settings(FeatureSettings(max_tiles=12, kmeans_n_init=4), pre)
     assert (chosen.max_tiles, chosen.sample_seed, chosen.kmeans_seed, chosen.kmeans_n_init) == (12, 5, 3, 4)
     assert chosen.n_clusters == pre.n_clusters == 100
@@ -109,27 +113,33 @@ def test_bundle_preprocessing_is_the_default_and_explicit_settings_win(cmu_svs, 
         resolve_feature_settings(FeatureSettings(max_tiles=0), pre)
 
 
-def test_an_unusable_cache_costs_a_warning_not_the_run(cmu_svs, demo, tmp_path, monkeypatch):
+def test_an_unusable_cache_costs_a_warning_not_the_run(cmu_svs, demo_bundle, tmp_path, monkeypatch):
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")
-    uncached = run_inference(cmu_svs, demo, _capped(10, cache_dir=blocker / "cache"))
-    assert "feature cache not written: Not a directory; the result is unaffected" in uncached.qc_warnings
+    uncached = run_inference(cmu_svs, demo_bundle, _capped(10, cache_dir=blocker / "cache"))
+    assert "feature cache not written: Not a directory; the result is unaffected" in [
+        w.message for w in uncached.qc_warnings
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
 
     def disk_full(self, key, arrays, meta):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path(key)))
 
     monkeypatch.setattr(FeatureCache, "save", disk_full)
-    full = run_inference(cmu_svs, demo, _capped(10, cache_dir=tmp_path / "cache"))
+    full = run_inference(cmu_svs, demo_bundle, _capped(10, cache_dir=tmp_path / "cache"))
     note = f"feature cache not written: {os.strerror(errno.ENOSPC)}; the result is unaffected"
-    assert note in full.qc_warnings and str(tmp_path) not in note
+    assert note in [w.message for w in full.qc_warnings] and str(tmp_path) not in note
     np.testing.assert_array_equal(full.expression, uncached.expression)
 
 
-def test_a_damaged_fold_fails_before_any_tile_is_encoded(cmu_svs, demo, monkeypatch):
-    first = demo.folds[0]
-    bad = dataclasses.replace(first, weights=dataclasses.replace(first.weights, sha256="0" * 64))
-    bundle = dataclasses.replace(demo, folds=(bad, *demo.folds[1:]))
+def test_a_damaged_fold_fails_before_any_tile_is_encoded(cmu_svs, demo_bundle, monkeypatch, tmp_path):
+    # a copy of the generated weights (the cache the bundle reads) with one byte of fold 0 changed
+    bundle = dataclasses.replace(demo_bundle, weights_cache=tmp_path / "weights")
+    shutil.copytree(demo_bundle.weights_cache, bundle.weights_cache)
+    fold = bundle.file(bundle.folds[0].weights)
+    data = bytearray(fold.read_bytes())
+    data[-1] ^= 0xFF
+    fold.write_bytes(bytes(data))
 
     def no_encoder(*args, **kwargs):
         raise AssertionError("the encoder was loaded before the folds were verified")
@@ -139,12 +149,11 @@ def test_a_damaged_fold_fails_before_any_tile_is_encoded(cmu_svs, demo, monkeypa
         run_inference(cmu_svs, bundle, Settings())
 
 
-def test_predict_command_writes_all_genes_and_reuses_the_cache(cmu_svs, tmp_path):
-    runner = CliRunner()
+def test_predict_command_writes_all_genes_and_reuses_the_cache(cli, cmu_svs, tmp_path):
     out = tmp_path / "expression.csv"
     args = ["predict", str(cmu_svs), "--bundle", "sequoia-brca-demo", "--out", str(out)]
     args += ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
-    first = runner.invoke(app, args)
+    first = cli(args)
     assert first.exit_code == 0, first.output
     table = pd.read_csv(out)
     assert len(table) == 1
@@ -157,7 +166,7 @@ def test_predict_command_writes_all_genes_and_reuses_the_cache(cmu_svs, tmp_path
     assert "NOT TRAINED" in first.stdout and "QC warning" in first.stdout
 
     parquet = tmp_path / "expression.parquet"
-    second = runner.invoke(app, [*args[:5], str(parquet), *args[6:], "--genes", "ESR1,ERBB2"])
+    second = cli([*args[:5], str(parquet), *args[6:], "--genes", "ESR1,ERBB2"])
     assert second.exit_code == 0, second.output
     assert "features from cache" in second.stdout
     row = pd.read_parquet(parquet)
@@ -174,27 +183,27 @@ def test_predict_command_writes_all_genes_and_reuses_the_cache(cmu_svs, tmp_path
         (["--genes", "ESR1", "--all-genes"], "exclude each other"),
         (["--device", "tpu" if torch.cuda.is_available() else "cuda"], "device"),
         (["--bundle", "no-such-bundle"], "no bundle named"),
-        (["--precision", "fp16"], "unknown precision"),
+        (["--precision", "fp16"], "'fp16' is not one of 'auto', 'fp32', 'bf16'"),  # refused by the parser
     ],
 )
-def test_predict_user_errors_are_one_line_and_write_nothing(cmu_svs, tmp_path, extra, message):
+def test_predict_user_errors_are_one_line_and_write_nothing(cli, cmu_svs, tmp_path, extra, message):
     out = tmp_path / "x.csv"
-    result = CliRunner().invoke(app, ["predict", str(cmu_svs), "--out", str(out), "--no-cache", "-q", *extra])
+    result = cli(["predict", str(cmu_svs), "--out", str(out), "--no-cache", "-q", *extra])
     assert result.exit_code == 2
     assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1
     assert message in result.stderr
     assert "Traceback" not in result.output and not out.exists()
 
 
-def test_predict_refuses_an_unwritable_output_folder_before_any_work(cmu_svs, tmp_path, monkeypatch):
+def test_predict_refuses_an_unwritable_output_folder_before_any_work(cli, cmu_svs, tmp_path, monkeypatch):
     def no_inference(*args, **kwargs):
         raise AssertionError("inference ran before the output folder was checked")
 
-    monkeypatch.setattr(inference, "run_inference", no_inference)
+    monkeypatch.setattr(inference, "predict_slide", no_inference)
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")
     out = blocker / "results" / "expression.csv"  # no folder can be made under a file
-    result = CliRunner().invoke(app, ["predict", str(cmu_svs), "--out", str(out), "--no-cache", "-q"])
+    result = cli(["predict", str(cmu_svs), "--out", str(out), "--no-cache", "-q"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert str(out.parent) in result.stderr and "writable" in result.stderr and ".part" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
@@ -220,53 +229,58 @@ def test_permission_errors_are_one_neutral_line(capsys):
     assert err == "error: /data/slide.svs: permission denied. Check the file's permissions.\n"
 
 
-def test_predict_refuses_unknown_output_type(cmu_svs, tmp_path):
-    result = CliRunner().invoke(app, ["predict", str(cmu_svs), "--out", str(tmp_path / "x.txt"), "-q"])
+def test_predict_refuses_unknown_output_type(cli, cmu_svs, tmp_path):
+    result = cli(["predict", str(cmu_svs), "--out", str(tmp_path / "x.txt"), "-q"])
     assert result.exit_code == 2 and ".csv or .parquet" in result.stderr
 
 
-def test_dicom_conversion_predicts_the_same_as_the_svs(cmu_svs, cmu_dicom, demo):
-    svs = run_inference(cmu_svs, demo, Settings())
-    dicom = run_inference(cmu_dicom, demo, Settings())  # level 0 is pixel-identical (data README)
+def test_dicom_conversion_predicts_the_same_as_the_svs(cmu_svs, cmu_dicom, demo_bundle):
+    svs = run_inference(cmu_svs, demo_bundle, Settings())
+    dicom = run_inference(cmu_dicom, demo_bundle, Settings())  # level 0 is pixel-identical (data README)
     np.testing.assert_array_equal(dicom.tile_coords, svs.tile_coords)
     np.testing.assert_array_equal(dicom.tile_features, svs.tile_features)
     np.testing.assert_array_equal(dicom.expression, svs.expression)
     assert dicom.slide_sha256 != svs.slide_sha256
 
 
-def test_kmeans_path_on_a_tcga_slide(tcga_svs, demo):
-    result = run_inference(tcga_svs, demo, Settings(), mpp=0.5)  # the file records no pixel size
-    assert len(result.kept_indices) >= 100 and result.cluster_method == "kmeans"
-    assert result.slide_info.mpp_source == "user"
-    labels, tiles = result.cluster_labels, result.tile_features.astype(np.float64)
+@pytest.mark.parametrize(
+    ("slide", "mpp", "mpp_source"),
+    [
+        ("tcga_svs", 0.5, "user"),  # the file records no pixel size
+        ("mosaic_pyramid", None, "tiff-resolution"),  # 2 x 2 copies of CMU: over 100 kept tiles
+    ],
+)
+def test_kmeans_path(slide, mpp, mpp_source, demo_bundle, request):
+    result = run_inference(request.getfixturevalue(slide), demo_bundle, Settings(), mpp=mpp)
+    assert len(result.kept_indices) >= 100 and result.clusters.method == "kmeans"
+    assert result.slide_info.mpp_source == mpp_source
+    labels, tiles = result.clusters.labels, result.tile_features.astype(np.float64)
     for row in range(100):
         members = tiles[labels == row]
         if len(members):
             np.testing.assert_allclose(result.cluster_features[row], members.mean(axis=0), atol=1e-5)
         else:
-            assert row in result.filled_rows
-    assert result.n_clusters_populated == 100 - len(result.filled_rows)
+            assert row in result.clusters.filled_rows
+    assert result.clusters.n_populated == 100 - len(result.clusters.filled_rows)
     assert np.isfinite(result.expression).all()
 
 
-def test_precision_auto_follows_the_cpu_and_bf16_is_refused_without_it(cmu_svs, tmp_path, monkeypatch):
+def test_precision_auto_follows_the_cpu_and_bf16_is_refused_without_it(cli, cmu_svs, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     out = tmp_path / "x.csv"
-    result = CliRunner().invoke(
-        app, ["predict", str(cmu_svs), "--out", str(out), "--precision", "bf16", "-q"]
-    )
+    result = cli(["predict", str(cmu_svs), "--out", str(out), "--precision", "bf16", "-q"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and not out.exists()
     assert "no native bfloat16" in result.stderr and "--precision auto or fp32" in result.stderr
 
 
 @pytest.mark.skipif(not has_native_bf16(torch.device("cpu")), reason="this CPU has no native bf16")
-def test_bf16_predictions_are_close_to_fp32_and_cached_apart(cmu_svs, demo, tmp_path):
-    fp32 = run_inference(cmu_svs, demo, Settings(precision="fp32", cache_dir=tmp_path))
-    bf16 = run_inference(cmu_svs, demo, Settings(precision="bf16", cache_dir=tmp_path))
-    assert (fp32.settings_used["precision"], bf16.settings_used["precision"]) == ("fp32", "bf16")
+def test_bf16_predictions_are_close_to_fp32_and_cached_apart(cmu_svs, demo_bundle, tmp_path):
+    fp32 = run_inference(cmu_svs, demo_bundle, Settings(precision="fp32", cache_dir=tmp_path))
+    bf16 = run_inference(cmu_svs, demo_bundle, Settings(precision="bf16", cache_dir=tmp_path))
+    assert (fp32.settings_used.precision, bf16.settings_used.precision) == ("fp32", "bf16")
     assert not bf16.cache_hit  # the cache key records the precision: fp32 features never stand in
-    assert run_inference(cmu_svs, demo, Settings(precision="auto", cache_dir=tmp_path)).cache_hit
+    assert run_inference(cmu_svs, demo_bundle, Settings(precision="auto", cache_dir=tmp_path)).cache_hit
     # 42 tiles, so no k-means: the difference is the encoder's arithmetic alone
     a, b = fp32.expression.astype(np.float64), bf16.expression.astype(np.float64)
     assert np.corrcoef(a, b)[0, 1] > 0.9999

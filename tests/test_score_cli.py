@@ -17,20 +17,17 @@ from pathlib import Path
 import pydicom
 import pytest
 from pypdf import PdfReader
-from typer.testing import CliRunner
 
-from sequoia_clinic.cli.main import app
 from sequoia_clinic.report import validate_result, without_volatile
 
-runner = CliRunner()
 PATIENT = ["--patient-name", "Testperson, Alice", "--patient-id", "PID-778899", "--birth-date", "1970-02-03"]
 PATIENT += ["--sex", "F", "--accession", "ACC-55443"]
 KEY = ["--pseudonym-key", "test-secret"]
 
 
-def _score(slide: Path, out: Path, *extra: str) -> object:
+def _score(cli, slide: Path, out: Path, *extra: str) -> object:
     args = ["score", str(slide), "--out", str(out), "--no-cache", "--quiet", *extra]
-    return runner.invoke(app, args)
+    return cli(args)
 
 
 def _pdf_pages(path: Path) -> list[str]:
@@ -38,9 +35,9 @@ def _pdf_pages(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def svs_run(cmu_svs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def svs_run(cli, cmu_svs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("svs") / "report"
-    result = _score(cmu_svs, out, "--format", "pdf,json,dicom", *PATIENT)
+    result = _score(cli, cmu_svs, out, "--format", "pdf,json,dicom", *PATIENT)
     assert result.exit_code == 0, result.output
     return out
 
@@ -101,9 +98,9 @@ def test_svs_dicom_report_round_trips(svs_run: Path) -> None:
     assert pdf == (svs_run / "report.pdf").read_bytes()
 
 
-def test_dicom_slide_fields_and_study(dicom_with_patient: Path, tmp_path: Path) -> None:
+def test_dicom_slide_fields_and_study(cli, dicom_with_patient: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = _score(dicom_with_patient, out, "--format", "pdf,json,dicom", "--accession", "OVERRIDE-1")
+    result = _score(cli, dicom_with_patient, out, "--format", "pdf,json,dicom", "--accession", "OVERRIDE-1")
     assert result.exit_code == 0, result.output
     first = _pdf_pages(out / "report.pdf")[0]
     assert "Dicomperson, Beatrice" in first and "DCM-123456" in first and "1965-07-08" in first
@@ -122,9 +119,11 @@ def test_dicom_slide_fields_and_study(dicom_with_patient: Path, tmp_path: Path) 
     assert result_json["slide"]["format"] == "dicom"
 
 
-def test_deidentify_leaves_no_identifier(dicom_with_patient: Path, tmp_path: Path) -> None:
+def test_deidentify_leaves_no_identifier(cli, dicom_with_patient: Path, tmp_path: Path) -> None:
     out = tmp_path / "anon"
-    result = _score(dicom_with_patient, out, "--format", "pdf,json,dicom", "--deidentify", *KEY, *PATIENT)
+    result = _score(
+        cli, dicom_with_patient, out, "--format", "pdf,json,dicom", "--deidentify", *KEY, *PATIENT
+    )
     assert result.exit_code == 0, result.output
     identifiers = ["Testperson", "Alice", "PID-778899", "1970-02-03", "19700203", "ACC-55443"]
     identifiers += ["Dicomperson", "Beatrice", "DCM-123456", "19650708", "DACC-9876", "slide.dicom"]
@@ -139,9 +138,9 @@ def test_deidentify_leaves_no_identifier(dicom_with_patient: Path, tmp_path: Pat
     assert "ANON-" in texts["pdf"]
 
 
-def test_two_runs_identical_modulo_timestamps(svs_run: Path, cmu_svs: Path, tmp_path: Path) -> None:
+def test_two_runs_identical_modulo_timestamps(cli, svs_run: Path, cmu_svs: Path, tmp_path: Path) -> None:
     out = tmp_path / "again"
-    result = _score(cmu_svs, out, "--format", "json", *PATIENT)
+    result = _score(cli, cmu_svs, out, "--format", "json", *PATIENT)
     assert result.exit_code == 0, result.output
     first = without_volatile(json.loads((svs_run / "result.json").read_text()))
     second = without_volatile(json.loads((out / "result.json").read_text()))
@@ -151,10 +150,11 @@ def test_two_runs_identical_modulo_timestamps(svs_run: Path, cmu_svs: Path, tmp_
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "text_as_svs", "truncated_svs", "empty_folder", "ct_dicom", "malformed_dicom", "no_mpp"],
+    ["missing", "text_as_svs", "truncated_svs", "empty_folder", "ct_dicom", "malformed_dicom", "no_mpp"]
+    + ["no_mpp_tiff"],
 )
 def test_bad_inputs_exit_2_and_write_nothing(
-    case: str, tmp_path: Path, cmu_svs: Path, tcga_svs: Path, malformed_dicom: Path
+    cli, case: str, tmp_path: Path, cmu_svs: Path, request: pytest.FixtureRequest
 ) -> None:
     slide = tmp_path / "input"
     if case == "missing":
@@ -170,11 +170,13 @@ def test_bad_inputs_exit_2_and_write_nothing(
     elif case == "ct_dicom":
         slide = Path(pydicom.data.get_testdata_file("CT_small.dcm"))
     elif case == "malformed_dicom":
-        slide = malformed_dicom
+        slide = request.getfixturevalue("malformed_dicom")
     elif case == "no_mpp":
-        slide = tcga_svs
+        slide = request.getfixturevalue("tcga_svs")
+    elif case == "no_mpp_tiff":
+        slide = request.getfixturevalue("no_mpp_tiff")
     out = tmp_path / "out"
-    result = _score(slide, out, "--format", "pdf,json,dicom")
+    result = _score(cli, slide, out, "--format", "pdf,json,dicom")
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
@@ -184,10 +186,10 @@ def test_bad_inputs_exit_2_and_write_nothing(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
-def test_bad_options_exit_2(cmu_svs: Path, tmp_path: Path) -> None:
+def test_bad_options_exit_2(cli, cmu_svs: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     for extra in (["--format", "pdf,xml"], ["--risk-model", str(tmp_path / "none.json")]):
-        result = _score(cmu_svs, out, *extra)
+        result = _score(cli, cmu_svs, out, *extra)
         assert result.exit_code == 2, result.output
         assert result.output.strip().startswith("error:")
         assert not out.exists()
@@ -202,40 +204,42 @@ def test_bad_options_exit_2(cmu_svs: Path, tmp_path: Path) -> None:
         ["--accession", "A" * 17],
     ],
 )
-def test_bad_patient_options_exit_2_before_any_work(cmu_svs: Path, tmp_path: Path, extra: list[str]) -> None:
+def test_bad_patient_options_exit_2_before_any_work(
+    cli, cmu_svs: Path, tmp_path: Path, extra: list[str]
+) -> None:
     out = tmp_path / "out"
-    result = _score(cmu_svs, out, *extra)
+    result = _score(cli, cmu_svs, out, *extra)
     assert result.exit_code == 2, result.output
     assert result.output.strip().startswith("error: --")
     assert extra[1] not in result.output  # the value itself (patient data) is not echoed
     assert not out.exists()
 
 
-def test_output_path_that_is_a_file_or_unwritable_exit_2(cmu_svs: Path, tmp_path: Path) -> None:
+def test_output_path_that_is_a_file_or_unwritable_exit_2(cli, cmu_svs: Path, tmp_path: Path) -> None:
     a_file = tmp_path / "afile"
     a_file.write_text("keep me")
-    result = _score(cmu_svs, a_file)
+    result = _score(cli, cmu_svs, a_file)
     assert result.exit_code == 2 and "not a folder" in result.output
     assert a_file.read_text() == "keep me"
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        result = _score(cmu_svs, locked / "sub" / "out")
+        result = _score(cli, cmu_svs, locked / "sub" / "out")
         if os.geteuid() != 0:  # root may write anywhere; the probe then succeeds
             assert result.exit_code == 2 and "writable" in result.output
         assert not (locked / "sub").exists() or result.exit_code == 0
     finally:
         locked.chmod(0o700)
-    result = _score(cmu_svs, Path("/proc/sequoia-out"))
+    result = _score(cli, cmu_svs, Path("/proc/sequoia-out"))
     assert result.exit_code == 2 and "writable" in result.output
 
 
-def test_corrupt_risk_model_exit_2(cmu_svs: Path, tmp_path: Path) -> None:
+def test_corrupt_risk_model_exit_2(cli, cmu_svs: Path, tmp_path: Path) -> None:
     bad = tmp_path / "model.json"
     bad.write_text('{"format": "something else"}')
     out = tmp_path / "out"
-    result = _score(cmu_svs, out, "--risk-model", str(bad))
+    result = _score(cli, cmu_svs, out, "--risk-model", str(bad))
     assert result.exit_code == 2, result.output
     assert "model.json" in result.output
     assert not out.exists()
@@ -261,26 +265,34 @@ def test_demo_as_a_real_process(tmp_path: Path) -> None:
 def test_calibration_warning_follows_the_models_expression_source() -> None:
     import dataclasses
 
-    from sequoia_clinic.cli.calibrate_cmd import check_expression_source
-    from sequoia_clinic.errors import OptionError
-    from sequoia_clinic.pipeline.score import DEFAULT_RISK_MODEL, calibration_warning
+    from sequoia_clinic.pipeline.report_records import calibration_warning
+    from sequoia_clinic.pipeline.score import DEFAULT_RISK_MODEL
+    from sequoia_clinic.qc import QCCode
     from sequoia_clinic.survival import RiskModel
+    from sequoia_clinic.survival.records import ExpressionSource
 
     model = RiskModel.load(DEFAULT_RISK_MODEL)
-    assert model.info["expression_source"] == "measured"
-    assert "calibrated on measured expression" in calibration_warning(model)
-    predicted = dataclasses.replace(model, info={**model.info, "expression_source": "predicted"})
+    assert model.expression_source is ExpressionSource.MEASURED
+    warning = calibration_warning(model)
+    assert warning.code is QCCode.RISK_MODEL_NOT_ON_PREDICTED
+    assert "calibrated on measured expression" in warning.message
+    predicted = dataclasses.replace(model, expression_source=ExpressionSource.PREDICTED)
     assert calibration_warning(predicted) is None
-    legacy = dataclasses.replace(model, info={k: v for k, v in model.info.items() if k != "expression_source"})
-    assert "unstated" in calibration_warning(legacy)
-    assert check_expression_source("predicted") == "predicted"
-    with pytest.raises(OptionError):
-        check_expression_source("rna")
+    unknown = dataclasses.replace(model, expression_source=ExpressionSource.UNKNOWN)
+    assert "unstated" in calibration_warning(unknown).message
 
 
 def test_dicom_report_references_the_level0_instance(cmu_dicom: Path) -> None:
-    from sequoia_clinic.pipeline.score import _dicom_header
+    import pydicom
 
-    header = _dicom_header(cmu_dicom)
-    assert header is not None and "VOLUME" in list(header.ImageType)
+    from sequoia_clinic.slides import open_slide
+
+    with open_slide(cmu_dicom) as slide:
+        meta = slide.info.metadata
+    by_uid = {
+        str(ds.SOPInstanceUID): ds
+        for ds in (pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(cmu_dicom.glob("*.dcm")))
+    }
+    header = by_uid[str(meta.sop_instance_uid)]
+    assert "VOLUME" in list(header.ImageType) and meta.sop_class_uid == header.SOPClassUID
     assert int(header.TotalPixelMatrixColumns) == 2220  # level 0 of the CMU conversion

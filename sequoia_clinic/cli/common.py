@@ -1,30 +1,49 @@
-"""Shared CLI helpers: turning SequoiaError into one line + exit code 2, and console output."""
+"""How the CLI ends a run that failed: one ``error:`` line on stderr and an exit code.
+
+* a user-caused error (:class:`~sequoia_clinic.errors.SequoiaError`, a full disk, a bad option) → exit 2;
+  an error naming a library parameter (``option``) is shown with that parameter's flag;
+* a parse error of typer/click (bad value, unknown option, missing argument) → exit 2 (see ``main``);
+* anything else is a bug → exit 1 with ``error: internal error (<type>); this is a bug — traceback saved
+  to <file>`` (the traceback goes to a private file in the temp folder, never to the terminal).
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 
+from sequoia_clinic.cli.options import flag_name
 from sequoia_clinic.errors import SequoiaError
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+INTERNAL_ERROR_EXIT = 1
+TRACEBACK_PREFIX = "sequoia-clinic-traceback-"
 
-def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+def error_line(message: str) -> None:
+    """Write ``error: <message>`` as one line on stderr."""
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    sys.stderr.flush()
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one error line to stderr and return the Exit to raise."""
-    sys.stderr.write(f"error: {message}\n")
-    sys.stderr.flush()
+    error_line(message)
     return typer.Exit(code)
+
+
+def user_message(exc: SequoiaError) -> str:
+    """The error's line, its library parameter (if any) named by its command-line flag."""
+    return str(exc) if exc.option is None else exc.render(flag_name(exc.option))
 
 
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -35,7 +54,7 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except SequoiaError as exc:
-            raise fail(str(exc), exc.exit_code) from None
+            raise fail(user_message(exc), exc.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted; no output was written.", 130) from None
         except PermissionError as exc:
@@ -49,11 +68,29 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-PRECISION_HELP = "Tile-encoder arithmetic: auto (bf16 where the CPU/GPU has it natively), fp32 or bf16."
+def parse_error_message(exc: typer.TyperException) -> str:
+    """A typer parse error as one line naming the option, with the fix (the command's --help)."""
+    message = " ".join(exc.format_message().split()).replace(": Value error, ", ": ")
+    message = message[:1].lower() + message[1:]
+    if not message.endswith((".", "?")):
+        message += "."
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} See '{ctx.command_path} --help'." if ctx is not None else message
 
 
-def check_device(device: str, precision: str) -> None:
-    """Refuse an unknown or absent device, or a precision it cannot run, before any work starts."""
-    from sequoia_clinic.encoders import computes_in_bf16, resolve_device  # torch: imported only when used
+def save_traceback(exc: BaseException) -> str:
+    """Write ``exc``'s traceback to a new private file in the temp folder; returns its path."""
+    fd, path = tempfile.mkstemp(prefix=TRACEBACK_PREFIX, suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("".join(traceback.format_exception(exc)))
+    return path
 
-    computes_in_bf16(resolve_device(device), precision)
+
+def report_internal_error(exc: BaseException) -> int:
+    """A programming error: one line naming the exception type and the traceback file; returns exit code 1."""
+    try:
+        where = f"traceback saved to {save_traceback(exc)}"
+    except OSError as write_error:
+        where = f"the traceback could not be saved ({type(write_error).__name__})"
+    error_line(f"internal error ({type(exc).__name__}); this is a bug — {where}")
+    return INTERNAL_ERROR_EXIT

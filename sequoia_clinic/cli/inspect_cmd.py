@@ -13,8 +13,7 @@ from typing import Any
 import typer
 
 from sequoia_clinic.cli.common import user_errors
-from sequoia_clinic.pipeline.inspect import InspectRequest, inspect_slide
-from sequoia_clinic.settings import Settings
+from sequoia_clinic.cli.options import JsonOpt, MppOpt, SlideArg, build_settings
 
 
 def _human(report: dict[str, Any]) -> str:
@@ -54,13 +53,9 @@ def register(app: typer.Typer) -> None:
     @app.command("inspect")
     @user_errors
     def inspect(
-        slide: Path = typer.Argument(
-            ..., help="An .svs/.tif file, a DICOM WSI folder, or one .dcm of a series."
-        ),
-        mpp: float | None = typer.Option(
-            None, "--mpp", help="Pixel size at full resolution in um/px; overrides the file (0.25 = 40x)."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+        slide: SlideArg,
+        mpp: MppOpt = None,
+        as_json: JsonOpt = False,
         thumbnail: Path | None = typer.Option(
             None,
             "--thumbnail",
@@ -68,5 +63,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Describe a slide: format, levels, pixel size and its source, tissue and 20x tile counts."""
-        report = inspect_slide(InspectRequest(slide, mpp, thumbnail), Settings()).to_dict()
+        from sequoia_clinic.pipeline.inspect import InspectRequest, inspect_slide
+
+        report = inspect_slide(InspectRequest(slide, mpp, thumbnail), build_settings()).to_dict()
         typer.echo(json.dumps(report, sort_keys=False) if as_json else _human(report))

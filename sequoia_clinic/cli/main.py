@@ -1,13 +1,65 @@
-"""Entry point of the ``sequoia-clinic`` command; each sub-command lives in its own module."""
+"""Entry point of the ``sequoia-clinic`` command; each sub-command lives in its own module.
+
+:class:`CliGroup` runs the command line and owns how it ends: a parse error of typer/click (bad value,
+unknown option, missing argument) is one ``error:`` line and exit code 2 (no usage box), and an
+unexpected exception is an internal error (exit 1, traceback saved to a file; see ``cli/common.py``).
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
 import typer
+from typer._click.exceptions import NoArgsIsHelpError  # not exported by typer; its message is the help
+from typer.core import TyperGroup
 
 from sequoia_clinic import __version__
+from sequoia_clinic.cli.common import error_line, parse_error_message, report_internal_error
+from sequoia_clinic.cli.options import App
 
-app = typer.Typer(
+PARSE_ERROR_EXIT = 2
+COMMANDS = ("inspect", "predict", "models", "calibrate", "stratify", "score", "demo", "cohort")
+
+
+class CliGroup(TyperGroup):
+    """The top-level command group, with one-line errors and exit codes 0, 1 (bug), 2 (user error)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            result = super().main(
+                args, prog_name, complete_var, False, windows_expand_args, **extra
+            )  # not standalone: errors come here instead of typer's usage box
+            code = result if isinstance(result, int) else 0
+        except NoArgsIsHelpError as exc:
+            exc.show()  # the help text
+            code = exc.exit_code
+        except typer.TyperException as exc:  # parse errors (bad value, unknown option, missing argument)
+            error_line(parse_error_message(exc))
+            code = PARSE_ERROR_EXIT
+        except typer.Abort:
+            error_line("interrupted; no output was written.")
+            code = 130
+        except Exception as exc:  # a bug: never shown as a user error
+            code = report_internal_error(exc)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = App(
     name="sequoia-clinic",
+    cls=CliGroup,
     help="H&E whole-slide image → predicted gene expression → breast-cancer risk report (research use).",
     no_args_is_help=True,
     add_completion=False,
@@ -32,16 +84,8 @@ def main(
 
 def _register() -> None:
     """Import the command modules; each adds itself to ``app`` (one module per command)."""
-    import importlib
-
-    for name in ("inspect", "predict", "models", "calibrate", "stratify", "score", "demo"):
-        try:
-            module = importlib.import_module(f"sequoia_clinic.cli.{name}_cmd")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"sequoia_clinic.cli.{name}_cmd":
-                continue  # command not built yet
-            raise
-        module.register(app)
+    for name in COMMANDS:
+        importlib.import_module(f"sequoia_clinic.cli.{name}_cmd").register(app)
 
 
 _register()

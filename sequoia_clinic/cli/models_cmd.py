@@ -1,11 +1,11 @@
 """``sequoia-clinic models list|verify|import``: the model bundles on this machine.
 
 * ``models list`` shows every bundle in the search folders (``--models-dir`` / ``SEQUOIA_CLINIC_MODELS``,
-  then the repository's ``models/``), flagging untrained and unreadable ones.
+  then the shipped ``models/``), flagging untrained and unreadable ones.
 * ``models verify NAME|PATH`` checks the sha256 of every file named by the manifest (generating a demo
-  bundle's weights first if they are missing); exit code 2 on any mismatch.
-* ``models import --uni-weights FILE --sequoia DIR [--sequoia DIR ...] --name NAME`` builds a bundle from
-  the user's own UNI weights and downloaded SEQUOIA checkpoint folders (``config.json`` +
+  bundle's weights into the user cache first if they are missing); exit code 2 on any mismatch.
+* ``models import --uni-weights FILE --sequoia DIR [--sequoia DIR ...] --name NAME --dest DIR`` builds a
+  bundle in DIR from the user's own UNI weights and downloaded SEQUOIA checkpoint folders (``config.json`` +
   ``model.safetensors``), after loading every file strictly; nothing is downloaded.
 """
 
@@ -15,34 +15,23 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from sequoia_clinic.cli.common import stderr_console, user_errors
-from sequoia_clinic.settings import ModelSettings, Settings
+from sequoia_clinic.cli.common import user_errors
+from sequoia_clinic.cli.options import AggregatorOpt, App, EncoderOpt, JsonOpt, ModelsDirOpt, build_settings
+from sequoia_clinic.cli.output import stderr_console, stdout_console
 
-models_app = typer.Typer(help="List, verify and import model bundles.", no_args_is_help=True)
-
-MODELS_DIR_OPTION = typer.Option(
-    None, "--models-dir", envvar="SEQUOIA_CLINIC_MODELS", help="Extra folder of bundles (searched first)."
-)
-
-
-def _settings(models_dir: Path | None) -> Settings:
-    return Settings(models=ModelSettings(models_dir=models_dir))
+models_app = App(help="List, verify and import model bundles.", no_args_is_help=True)
 
 
 @models_app.command("list")
 @user_errors
-def list_command(
-    models_dir: Path | None = MODELS_DIR_OPTION,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON array instead of a table."),
-) -> None:
+def list_command(models_dir: ModelsDirOpt = None, as_json: JsonOpt = False) -> None:
     """List the bundles found in the search folders."""
     # Imported here, not at module level (torch, timm), so the CLI starts fast.
     from sequoia_clinic.bundles import scan_bundles
 
-    listings = scan_bundles(_settings(models_dir))
+    listings = scan_bundles(build_settings(models_dir=models_dir))
     if as_json:
         rows = []
         for item in listings:
@@ -84,7 +73,7 @@ def list_command(
             f"{len(b.genes):,}",
             str(b.path),
         )
-    _console().print(table)
+    stdout_console().print(table)
     if not listings:
         stderr_console().print("no bundles found; see `sequoia-clinic models import --help`.")
 
@@ -93,13 +82,13 @@ def list_command(
 @user_errors
 def verify_command(
     bundle: str = typer.Argument(..., help="Bundle name or folder."),
-    models_dir: Path | None = MODELS_DIR_OPTION,
+    models_dir: ModelsDirOpt = None,
 ) -> None:
     """Check the sha256 of every file of a bundle against its manifest."""
     # Imported here, not at module level (torch, timm), so the CLI starts fast.
     from sequoia_clinic.bundles import verify_bundle
 
-    report = verify_bundle(bundle, _settings(models_dir))
+    report = verify_bundle(bundle, build_settings(models_dir=models_dir))
     table = Table(title=f"{report.bundle.name} {report.bundle.version}")
     for column in ("file", "role", "bytes", "sha256", "status"):
         table.add_column(column)
@@ -109,7 +98,7 @@ def verify_command(
         table.add_row(
             check.file, check.role, size, check.expected[:16] + "…", f"[{style}]{check.status}[/{style}]"
         )
-    _console().print(table)
+    stdout_console().print(table)
     for path in report.generated:
         stderr_console().print(f"generated {path.name} from its manifest recipe (untrained demo weights)")
     report.raise_for_errors()
@@ -137,18 +126,19 @@ def import_command(
         help="A downloaded checkpoint folder (config.json + model.safetensors); repeat per fold.",
     ),
     name: str = typer.Option(..., "--name", help="Name of the new bundle (lowercase, e.g. sequoia-brca)."),
-    encoder: str = typer.Option("uni", "--encoder", help="Tile encoder the checkpoints were trained on."),
-    aggregator: str = typer.Option("vis", "--aggregator", help="Aggregator kind: vis (SEQUOIA) or he2rna."),
+    encoder: EncoderOpt = "uni",
+    aggregator: AggregatorOpt = "vis",
     cancer: str | None = typer.Option(None, "--cancer", help="Cancer type (default: from the folder names)."),
     version: str = typer.Option("1.0.0", "--version", help="Version string recorded in the manifest."),
     genes: Path | None = typer.Option(
         None, "--genes", help="Gene list CSV (default: the 20,820 SEQUOIA genes)."
     ),
-    dest: Path | None = typer.Option(
-        None,
+    dest: Path = typer.Option(
+        ...,
         "--dest",
         envvar="SEQUOIA_CLINIC_MODELS",
-        help="Folder to create the bundle in (default: models/).",
+        help="Folder to create the bundle in, e.g. ~/sequoia-models (required; never the installed package). "
+        "Pass the same folder as --models-dir, or set SEQUOIA_CLINIC_MODELS, to use the bundle by name.",
     ),
     symlink: bool = typer.Option(
         False, "--symlink", help="Link the encoder weights instead of copying them."
@@ -156,13 +146,13 @@ def import_command(
 ) -> None:
     """Build a bundle from local UNI weights and SEQUOIA checkpoint folders (no download)."""
     # Imported here, not at module level (torch, timm), so the CLI starts fast.
-    from sequoia_clinic.bundles import REPO_MODELS, import_bundle
+    from sequoia_clinic.bundles import import_bundle
 
     bundle = import_bundle(
         name=name,
         sequoia_dirs=sequoia,
         encoder_weights=uni_weights,
-        dest=dest if dest is not None else REPO_MODELS,
+        dest=dest,
         encoder=encoder,
         aggregator=aggregator,
         cancer=cancer,
@@ -174,12 +164,6 @@ def import_command(
         f"imported bundle '{bundle.name}' ({bundle.cancer}, {len(bundle.folds)} folds, "
         f"{len(bundle.genes):,} genes) into {bundle.path}; all checksums verified"
     )
-
-
-def _console() -> Console:
-    """stdout console; when piped (no terminal width) tables get room instead of rich's 80 columns."""
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
 
 
 def register(app: typer.Typer) -> None:

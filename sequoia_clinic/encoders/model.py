@@ -28,6 +28,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from sequoia_clinic.encoders.registry import EncoderSpec
 from sequoia_clinic.errors import OptionError
+from sequoia_clinic.settings import Precision
 from sequoia_clinic.weightio import drop_prefixes, load_strict, read_state_dict, verify_sha256
 
 
@@ -58,7 +59,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = tuple(p.value for p in Precision)  # auto, fp32, bf16 (settings.Precision)
 
 
 def has_native_bf16(device: torch.device) -> bool:

@@ -36,17 +36,22 @@ class PatientOptions:
 
 def check_patient_options(options: PatientOptions) -> None:
     """Validate the user's patient fields before any work (messages never repeat the values)."""
-    if options.birth_date is not None:
-        try:
-            ok = DATE_PATTERN.fullmatch(options.birth_date) and dt.date.fromisoformat(options.birth_date)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise OptionError("--birth-date is not a valid date", fix="Pass it as YYYY-MM-DD.")
+    if options.birth_date is not None and not _is_iso_date(options.birth_date):
+        raise OptionError("--birth-date is not a valid date", fix="Pass it as YYYY-MM-DD.")
     if options.sex is not None and options.sex.strip().upper() not in SEX_VALUES:
         raise OptionError("--sex is not one of F, M, O", fix="Pass F, M or O.")
     if options.accession is not None and len(options.accession) > 16:
         raise OptionError("--accession is longer than 16 characters (the DICOM limit)", fix="Shorten it.")
+
+
+def _is_iso_date(text: str) -> bool:
+    if not DATE_PATTERN.fullmatch(text):
+        return False
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def patient_from_metadata(meta: SlideMetadata, is_dicom: bool) -> PatientInfo:
@@ -86,15 +91,20 @@ def patient_and_study(
     """Slide attributes first, then the user's options on top (an accession also goes into the study)."""
     patient = patient_from_metadata(meta, is_dicom)
     study = study_from_metadata(meta) if is_dicom else None
-    overrides = {
-        "name": options.name,
-        "patient_id": options.patient_id,
-        "birth_date": options.birth_date,
-        "sex": options.sex,
-        "accession": options.accession,
-        "specimen": options.specimen,
-    }
-    patient = replace(patient, **{k: v for k, v in overrides.items() if v is not None})
+    patient = replace(
+        patient,
+        name=_first(options.name, patient.name),
+        patient_id=_first(options.patient_id, patient.patient_id),
+        birth_date=_first(options.birth_date, patient.birth_date),
+        sex=_first(options.sex, patient.sex),
+        accession=_first(options.accession, patient.accession),
+        specimen=_first(options.specimen, patient.specimen),
+    )
     if study is not None and options.accession is not None:
         study = replace(study, accession_number=options.accession)
     return patient, study
+
+
+def _first(option: str | None, own: str | None) -> str | None:
+    """The user's value when given, else the slide's own."""
+    return option if option is not None else own
