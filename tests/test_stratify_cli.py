@@ -11,25 +11,21 @@ import pytest
 from lifelines import CoxPHFitter
 from lifelines.statistics import logrank_test, multivariate_logrank_test
 from lifelines.utils import concordance_index
-from sksurv.datasets import load_breast_cancer
-from typer.testing import CliRunner
 
-from sequoia_clinic.cli.main import app
-from sequoia_clinic.signatures import collapse_probes, get_signature
+from sequoia_clinic.signatures import get_signature
 from sequoia_clinic.survival import RiskModel
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "risk" / "gse7390-wang76.json"
 
 
 @pytest.fixture(scope="module")
-def cohort() -> pd.DataFrame:
-    x, y = load_breast_cancer()
-    table = collapse_probes(x, get_signature("wang76"), column_prefix="X")
-    table["years"] = y["t.tdm"] / 365.25
-    table["event"] = y["e.tdm"].astype(int)
-    table["grade"] = x["grade"].astype(str).to_numpy()
-    table["size"] = x["size"].to_numpy()
-    return table
+def cohort(gse7390_table: pd.DataFrame) -> pd.DataFrame:
+    return gse7390_table[list(get_signature("wang76").genes)].assign(
+        years=gse7390_table["time_days"] / 365.25,
+        event=gse7390_table["dmfs_event"],
+        grade=gse7390_table["grade"],
+        size=gse7390_table["size"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +35,10 @@ def cohort_csv(cohort: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -
     return path
 
 
-def run(args: list[str]):
-    return CliRunner().invoke(app, args)
-
-
 @pytest.mark.filterwarnings("ignore::lifelines.exceptions.ConvergenceWarning")
-def test_group_column_matches_lifelines(cohort: pd.DataFrame, cohort_csv: Path, tmp_path: Path) -> None:
+def test_group_column_matches_lifelines(cli, cohort: pd.DataFrame, cohort_csv: Path, tmp_path: Path) -> None:
     order = "well differentiated,intermediate,poorly differentiated,unkown"
-    result = run(
+    result = cli(
         [
             "stratify",
             str(cohort_csv),
@@ -126,8 +118,10 @@ def test_group_column_matches_lifelines(cohort: pd.DataFrame, cohort_csv: Path, 
     )
 
 
-def test_risk_column_tertiles_and_c_index(cohort: pd.DataFrame, cohort_csv: Path, tmp_path: Path) -> None:
-    result = run(
+def test_risk_column_tertiles_and_c_index(
+    cli, cohort: pd.DataFrame, cohort_csv: Path, tmp_path: Path
+) -> None:
+    result = cli(
         [
             "stratify",
             str(cohort_csv),
@@ -157,11 +151,11 @@ def test_risk_column_tertiles_and_c_index(cohort: pd.DataFrame, cohort_csv: Path
     assert "exploratory" in " ".join(summary["notes"])
 
 
-def test_model_groups_match_apply(cohort: pd.DataFrame, cohort_csv: Path, tmp_path: Path) -> None:
+def test_model_groups_match_apply(cli, cohort: pd.DataFrame, cohort_csv: Path, tmp_path: Path) -> None:
     days = cohort.assign(days=cohort["years"] * 365.25).drop(columns=["years"])
     path = tmp_path / "days.parquet"
     days.to_parquet(path)
-    result = run(
+    result = cli(
         [
             "stratify",
             str(path),
@@ -190,14 +184,14 @@ def test_model_groups_match_apply(cohort: pd.DataFrame, cohort_csv: Path, tmp_pa
     [
         (["--risk-col", "size", "--group-col", "grade"], "cannot be combined"),
         (["--risk-col", "sise"], "did you mean 'size'"),
-        (["--group-col", "grade", "--group-order", "low,high"], "--group-order lacks 4 of the 4 group(s)"),
+        (["--group-col", "grade", "--group-order", "low,high"], "--group-order: lacks 4 of the 4 group(s)"),
         (["--model", str(MODEL), "--groups", "median"], "frozen cut-offs"),
         (["--risk-col", "size", "--time-unit", "days"], "time unit mismatch"),
         ([], "no grouping"),
     ],
 )
-def test_stratify_errors(extra: list[str], message: str, cohort_csv: Path, tmp_path: Path) -> None:
-    result = run(
+def test_stratify_errors(cli, extra: list[str], message: str, cohort_csv: Path, tmp_path: Path) -> None:
+    result = cli(
         [
             "stratify",
             str(cohort_csv),
@@ -216,18 +210,20 @@ def test_stratify_errors(extra: list[str], message: str, cohort_csv: Path, tmp_p
     assert not (tmp_path / "s").exists()
 
 
-def _stratify(table: Path, out: Path, *extra: str):
-    return run(
+def _stratify(cli, table: Path, out: Path, *extra: str):
+    return cli(
         ["stratify", str(table), "--time-col", "years", "--event-col", "event", "--out", str(out), *extra]
     )
 
 
-def test_reference_group_without_events(cohort: pd.DataFrame, tmp_path: Path) -> None:
+def test_reference_group_without_events(cli, cohort: pd.DataFrame, tmp_path: Path) -> None:
     table = tmp_path / "few.csv"
     few = cohort.assign(event=0)
     few.loc[few["size"] > few["size"].median(), "event"] = cohort["event"]  # no events in the low half
     few.to_csv(table, index=False)
-    result = _stratify(table, tmp_path / "s", "--risk-col", "size", "--cutoffs", str(few["size"].median()))
+    result = _stratify(
+        cli, table, tmp_path / "s", "--risk-col", "size", "--cutoffs", str(few["size"].median())
+    )
     assert result.exit_code == 0, result.output
     assert "HR high vs low: not estimable: reference group 'low' has no events" in result.output
     summary = json.loads((tmp_path / "s" / "stratify.json").read_text())
@@ -239,20 +235,20 @@ def test_reference_group_without_events(cohort: pd.DataFrame, tmp_path: Path) ->
     assert figures.loc[figures["section"] == "hazard_ratio", "value"].isna().all()
 
 
-def test_identifier_column_is_refused_without_echoing_it(cohort: pd.DataFrame, tmp_path: Path) -> None:
+def test_identifier_column_is_refused_without_echoing_it(cli, cohort: pd.DataFrame, tmp_path: Path) -> None:
     table = tmp_path / "ids.csv"
     cohort.assign(patient_id=[f"PAT-{i:04d}-SMITH" for i in range(len(cohort))]).to_csv(table, index=False)
-    result = _stratify(table, tmp_path / "s", "--group-col", "patient_id")
+    result = _stratify(cli, table, tmp_path / "s", "--group-col", "patient_id")
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
     assert "group column 'patient_id' has 198 distinct values (at most 20)" in line
     assert "SMITH" not in line and not (tmp_path / "s").exists()
-    result = _stratify(table, tmp_path / "s", "--group-col", "grade", "--group-order", "intermediate")
+    result = _stratify(cli, table, tmp_path / "s", "--group-col", "grade", "--group-order", "intermediate")
     (line,) = result.stderr.strip().splitlines()
     assert "lacks 3 of the 4 group(s)" in line and "differentiated" not in line
 
 
-def test_model_risk_column_must_be_the_linear_predictor(cohort: pd.DataFrame, tmp_path: Path) -> None:
+def test_model_risk_column_must_be_the_linear_predictor(cli, cohort: pd.DataFrame, tmp_path: Path) -> None:
     model = RiskModel.load(MODEL)
     rows = cohort[list(model.genes)].to_dict("records")
     applied = [model.apply(row) for row in rows]
@@ -260,11 +256,11 @@ def test_model_risk_column_must_be_the_linear_predictor(cohort: pd.DataFrame, tm
     cohort.assign(lp=[r.linear_predictor for r in applied], score=[r.score for r in applied]).to_csv(
         table, index=False
     )
-    result = _stratify(table, tmp_path / "s", "--model", str(MODEL), "--risk-col", "score")
+    result = _stratify(cli, table, tmp_path / "s", "--model", str(MODEL), "--risk-col", "score")
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
     assert "risk column 'score' looks like the 0-100 score, not the model's linear predictor" in line
-    result = _stratify(table, tmp_path / "s", "--model", str(MODEL), "--risk-col", "lp")
+    result = _stratify(cli, table, tmp_path / "s", "--model", str(MODEL), "--risk-col", "lp")
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "s" / "stratify.json").read_text())
     groups = [r.group for r in applied]

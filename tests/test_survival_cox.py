@@ -11,7 +11,6 @@ import pytest
 from lifelines import CoxPHFitter
 from lifelines.exceptions import ConvergenceError
 from sklearn.model_selection import StratifiedKFold
-from sksurv.datasets import load_breast_cancer
 
 from sequoia_clinic.errors import OptionError, RiskModelError, TableError
 from sequoia_clinic.settings import RiskSettings
@@ -42,13 +41,11 @@ PROBES = {
 
 
 @pytest.fixture(scope="module")
-def small_cohort() -> pd.DataFrame:
-    """GSE7390 DMFS with five wang76 probes renamed to their genes; time in years."""
-    x, y = load_breast_cancer()
-    frame = pd.DataFrame({gene: x[probe].to_numpy() for gene, probe in PROBES.items()})
-    frame["time"] = y["t.tdm"] / 365.25
-    frame["event"] = y["e.tdm"].astype(int)
-    return frame
+def small_cohort(gse7390_table: pd.DataFrame) -> pd.DataFrame:
+    """GSE7390 DMFS with five one-probe wang76 genes (gene = its probe); time in years."""
+    return gse7390_table[list(PROBES)].assign(
+        time=gse7390_table["time_days"] / 365.25, event=gse7390_table["dmfs_event"]
+    )
 
 
 def five_gene_signature() -> Signature:
@@ -230,14 +227,14 @@ def test_auxiliary_fits_that_fail_are_recorded_as_not_estimable(
         warnings.simplefilter("ignore")
         CoxPHFitter().fit(pd.DataFrame({"lp": 0.0, "t": time, "e": event}), "t", "e")
     ph = fit_module._ph_check(np.zeros(time.size), time, event)
-    assert ph["p_value"] is None and ph["interpretation"].startswith("not estimable")
+    assert ph.p_value is None and ph.interpretation.startswith("not estimable")
 
     def diverge(*args, **kwargs):
         raise ConvergenceError("delta contains nan value(s)")
 
     monkeypatch.setattr(fit_module.CoxPHFitter, "fit", diverge)
     row = fit_module._univariable(small_cohort["PLK1"].to_numpy(), time, event)
-    assert row["univariable_hr_per_sd"] is None and row["univariable_ci"] == [None, None]
+    assert row.hr_per_sd is None and row.ci == (None, None) and row.note.startswith("not estimable")
 
 
 def test_penalty_is_chosen_among_alphas_evaluated_in_every_inner_fold(
@@ -282,20 +279,17 @@ def test_group_hazard_ratios_with_groups_without_events() -> None:
     time = rng.exponential(np.repeat([8.0, 5.0, 3.0, 5.0], 30))
     event = rng.random(120) < 0.7
     event[labels == "none"] = False
-    rows = {
-        r["group"]: r for r in hazard_ratios_vs_reference(time, event, labels, ["low", "mid", "high", "none"])
-    }
-    assert rows["none"]["hazard_ratio"] is None and "group 'none' has no events" in rows["none"]["note"]
+    order = ["low", "mid", "high", "none"]
+    rows = {r.group: r for r in hazard_ratios_vs_reference(time, event, labels, order)}
+    assert rows["none"].hazard_ratio is None and "group 'none' has no events" in rows["none"].note
     keep = labels != "none"
     frame = pd.DataFrame(
         {"mid": labels[keep] == "mid", "high": labels[keep] == "high", "t": time[keep], "e": event[keep]}
     ).astype(float)
     reference = CoxPHFitter().fit(frame, "t", "e")
-    assert rows["high"]["hazard_ratio"] == pytest.approx(np.exp(reference.params_["high"]), rel=1e-6)
-    assert rows["mid"]["upper"] == pytest.approx(
-        reference.summary.loc["mid", "exp(coef) upper 95%"], rel=1e-6
-    )
+    assert rows["high"].hazard_ratio == pytest.approx(np.exp(reference.params_["high"]), rel=1e-6)
+    assert rows["mid"].upper == pytest.approx(reference.summary.loc["mid", "exp(coef) upper 95%"], rel=1e-6)
     event[labels == "low"] = False
     rows = hazard_ratios_vs_reference(time, event, labels, ["low", "mid", "high", "none"])
-    assert [r["hazard_ratio"] for r in rows] == [None, None, None]
-    assert all("reference group 'low' has no events" in r["note"] for r in rows)
+    assert [r.hazard_ratio for r in rows] == [None, None, None]
+    assert all("reference group 'low' has no events" in r.note for r in rows)

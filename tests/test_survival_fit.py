@@ -8,11 +8,10 @@ import pytest
 from lifelines import KaplanMeierFitter
 from lifelines.utils import concordance_index
 from sklearn.model_selection import StratifiedKFold
-from sksurv.datasets import load_breast_cancer
 
 from sequoia_clinic.errors import OptionError, RiskModelError, TableError
 from sequoia_clinic.settings import RiskSettings
-from sequoia_clinic.signatures import Signature, collapse_probes, get_signature
+from sequoia_clinic.signatures import Signature, get_signature
 from sequoia_clinic.survival import CutoffSpec, RiskModel, fit_risk_model
 from sequoia_clinic.survival import fit as fit_module
 from sequoia_clinic.survival.cox import PenaltyOptions, fit_cox, standardisation
@@ -23,14 +22,13 @@ FAST = RiskSettings(cv_repeats=2, n_bootstrap_metrics=20, n_bootstrap_fit=20)
 
 
 @pytest.fixture(scope="module")
-def cohort() -> pd.DataFrame:
-    x, y = load_breast_cancer()
-    table = collapse_probes(x, get_signature("wang76"), column_prefix="X")
-    table["months"] = y["t.tdm"] / 365.25 * 12
-    table["dmfs"] = y["e.tdm"]
-    table["age"] = x["age"].to_numpy()
-    table["er_positive"] = (x["er"] == "positive").to_numpy()
-    return table
+def cohort(gse7390_table: pd.DataFrame) -> pd.DataFrame:
+    return gse7390_table[list(get_signature("wang76").genes)].assign(
+        months=gse7390_table["time_days"] / 365.25 * 12,
+        dmfs=gse7390_table["dmfs_event"].astype(bool),
+        age=gse7390_table["age"],
+        er_positive=gse7390_table["er"] == "positive",
+    )
 
 
 def test_out_of_fold_predictions_never_see_their_patient(cohort: pd.DataFrame) -> None:
@@ -63,7 +61,7 @@ def test_fit_with_covariates_and_user_cutoffs(cohort: pd.DataFrame) -> None:
     )
     assert model.covariates == ("age", "er_positive")
     assert model.coefficients[-1] != 0  # unpenalised covariate kept
-    assert model.training["median_follow_up_years"] == pytest.approx(
+    assert model.training.median_follow_up_years == pytest.approx(
         KaplanMeierFitter().fit(cohort["months"] / 12, 1 - cohort["dmfs"]).median_survival_time_
     )
     # risk-scale cut-offs: a patient exactly at a cut-off has that 10-year risk
@@ -76,8 +74,9 @@ def test_fit_with_covariates_and_user_cutoffs(cohort: pd.DataFrame) -> None:
     )
     expected_group = int(np.searchsorted(model.cutoffs, result.linear_predictor, side="right"))
     assert result.group_index == expected_group
-    perf = model.performance["metrics"]
-    assert perf["harrell_c"]["bootstrap_valid"] == 20 and len(perf["harrell_c"]["per_repeat"]) == 2
+    harrell = model.performance.metric("harrell_c")
+    assert harrell.bootstrap_valid == 20 and len(harrell.per_repeat) == 2
+    assert harrell.mean == pytest.approx(np.mean(harrell.per_repeat))
 
 
 def test_user_penalty_and_deterministic(cohort: pd.DataFrame) -> None:
@@ -98,7 +97,7 @@ def test_user_penalty_and_deterministic(cohort: pd.DataFrame) -> None:
         time_unit="months",
         settings=settings,
     )
-    assert a.info["penalty"]["alpha"] == 0.5 and a.info["penalty"]["chosen_by"] == "fixed by the user"
+    assert a.penalty.alpha == 0.5 and a.penalty.chosen_by == "fixed by the user"
     assert a.to_dict() == b.to_dict()
 
 
@@ -123,7 +122,7 @@ def test_horizons_past_the_follow_up_are_not_estimable(cohort: pd.DataFrame) -> 
     assert raw["bootstrap_fit"]["baseline_survival_at"]["5"] == [None] * 10
     assert not {k for k in raw["performance"]["metrics"] if k.endswith(("_5y", "_10y"))}
     patient = model.apply(cohort.iloc[0][list(FIVE.genes)].to_dict())
-    assert patient.risk_5y is None and patient.risk_10y is None and len(patient.flags) == 2
+    assert [h.risk for h in patient.horizons] == [None, None] and len(patient.flags) == 2
     with pytest.raises(OptionError, match="baseline survival at 5 years is not estimable"):
         _fit(short, cutoffs=CutoffSpec("user", (0.1, 0.3), "risk5"))
 

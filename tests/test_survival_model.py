@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sksurv.datasets import load_breast_cancer
 
-from sequoia_clinic.errors import RiskModelError
+from sequoia_clinic.errors import OptionError, RiskModelError
 from sequoia_clinic.signatures import get_signature
 from sequoia_clinic.survival import RiskModel
+from sequoia_clinic.survival.model import HorizonRisk
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "risk" / "gse7390-wang76.json"
 
@@ -30,11 +30,16 @@ def raw() -> dict:
 
 
 @pytest.fixture(scope="module")
-def gse7390_genes() -> pd.DataFrame:
-    """Gene-level GSE7390 built here from the probe map (mean of each gene's probes)."""
-    x, _ = load_breast_cancer()
-    signature = get_signature("wang76")
-    return pd.DataFrame({g: x[[f"X{p}" for p in signature.probes[g]]].mean(axis=1) for g in signature.genes})
+def gse7390_genes(gse7390_table: pd.DataFrame) -> pd.DataFrame:
+    """Gene-level GSE7390: the mean of each gene's probes, built in conftest (not by the package)."""
+    return gse7390_table[list(get_signature("wang76").genes)]
+
+
+def test_the_default_model_is_built_from_the_same_table(gse7390_table: pd.DataFrame) -> None:
+    from sequoia_clinic.survival.build_default import gse7390_table as build_default_table
+
+    built = build_default_table()
+    pd.testing.assert_frame_equal(built, gse7390_table[list(built.columns)])
 
 
 def test_cross_validated_harrell_c_is_plausible(raw: dict) -> None:
@@ -62,10 +67,9 @@ def test_cross_validated_harrell_c_is_plausible(raw: dict) -> None:
     assert metrics["ibs"]["mean"] <= metrics["ibs_null_km"]["mean"] + 0.01
 
 
-def test_training_summary_matches_the_cohort(raw: dict) -> None:
-    _, y = load_breast_cancer()
+def test_training_summary_matches_the_cohort(raw: dict, gse7390_table: pd.DataFrame) -> None:
     training = raw["training"]
-    assert training["n"] == 198 and training["events"] == int(y["e.tdm"].sum()) == 51
+    assert training["n"] == 198 and training["events"] == int(gse7390_table["dmfs_event"].sum()) == 51
     assert 13.0 < training["median_follow_up_years"] < 14.5  # reverse KM, 13.7 y in the reference notes
     assert raw["time_unit"] == "years" and training["source_time_unit"] == "days"
     assert "MEASURED microarray" in raw["notes"][0]
@@ -114,22 +118,22 @@ def test_absolute_risk_formula_bounds_and_monotonicity(model: RiskModel, raw: di
 def test_patient_risk_with_interval(model: RiskModel, gse7390_genes: pd.DataFrame) -> None:
     results = [model.apply(row) for row in gse7390_genes.iloc[::10].to_dict("records")]
     for r in results:
-        for point, ci in ((r.risk_5y, r.risk_5y_ci), (r.risk_10y, r.risk_10y_ci)):
-            assert 0 <= ci[0] <= point <= ci[1] <= 1
+        assert [h.years for h in r.horizons] == [5.0, 10.0]
+        for h in r.horizons:
+            assert 0 <= h.ci_lower <= h.risk <= h.ci_upper <= 1
+            assert h.risk == pytest.approx(model.absolute_risk(r.linear_predictor, h.years))
         assert 0 <= r.score <= 100 and r.group == model.group_names[r.group_index]
         assert r.out_of_range == [] and r.flags == []
     order = np.argsort([r.linear_predictor for r in results])
-    assert np.all(np.diff([results[i].risk_10y for i in order]) > 0)
+    assert np.all(np.diff([results[i].at(10.0).risk for i in order]) > 0)
     assert np.all(np.diff([results[i].score for i in order]) > 0)
     as_dict = results[0].to_dict()
-    assert set(as_dict) >= {
-        "linear_predictor",
-        "score",
-        "group",
-        "risk_5y_ci",
-        "risk_10y",
-        "z_scores",
-        "flags",
+    assert set(as_dict) >= {"linear_predictor", "score", "group", "horizons", "z_scores", "flags"}
+    assert as_dict["horizons"][1] == {
+        "years": 10.0,
+        "risk": results[0].at(10.0).risk,
+        "ci_lower": results[0].at(10.0).ci_lower,
+        "ci_upper": results[0].at(10.0).ci_upper,
     }
     json.dumps(as_dict)
 
@@ -145,9 +149,15 @@ def test_out_of_range_and_scale_flags(model: RiskModel, gse7390_genes: pd.DataFr
     row = gse7390_genes.iloc[0].to_dict()
     row["CLN8"] = 100.0
     result = model.apply(row)
-    assert result.out_of_range == ["CLN8"] and "outside the calibration range" in result.flags[0]
+    assert (
+        result.out_of_range == ["CLN8"]
+        and "outside the calibration range" in result.flags[0].message
+        and result.flags[0].code == "inputs-out-of-range"
+    )
     scaled = {g: v * 100 for g, v in gse7390_genes.iloc[0].items()}
-    assert any("another scale" in f for f in model.apply(scaled).flags)
+    assert any(
+        f.code == "inputs-on-other-scale" and "another scale" in f.message for f in model.apply(scaled).flags
+    )
     with pytest.raises(RiskModelError, match="missing"):
         model.apply({"CLN8": 1.0})
     with pytest.raises(RiskModelError, match="non-finite"):
@@ -199,10 +209,19 @@ def test_rebuild_reproduces_the_shipped_model(raw: dict) -> None:
     )
 
 
-def _toy_model(last: float, draws5: list[float], coefficient: float = 1.0, **info) -> RiskModel:
-    """One gene, lp = value; S0 steps down to 0.8 at ``last`` years (the longest follow-up)."""
+def _toy_model(
+    last: float, draws5: list[float], coefficient: float = 1.0, fit_warnings: tuple[str, ...] = ()
+) -> RiskModel:
+    """One gene, lp = value; S0 steps down to 0.8 at ``last`` years (the longest follow-up).
+
+    The audit records (performance, KM curves ...) are the shipped model's: only scoring is tested here.
+    """
     times = tuple(np.linspace(last / 4, last, 4))
-    return RiskModel(
+    draws = tuple(None if math.isnan(d) else d for d in draws5)  # None: that refit ended before 5 years
+    shipped = RiskModel.load(MODEL)
+    row = replace(shipped.predictor_table[0], name="A", mean=0.0, sd=1.0, coefficient_per_sd=coefficient)
+    return replace(
+        shipped,
         signature="toy",
         genes=("A",),
         covariates=(),
@@ -213,13 +232,17 @@ def _toy_model(last: float, draws5: list[float], coefficient: float = 1.0, **inf
         train_max=(3.0,),
         baseline_times=times,
         baseline_survival=(0.95, 0.9, 0.85, 0.8),
-        cutoffs=(0.0,),
-        group_names=("low", "high"),
+        groups=replace(shipped.groups, cutoffs=(0.0,), names=("low", "high"), training_counts=(10, 11)),
         training_lp=tuple(np.linspace(-2, 2, 21)),
-        bootstrap_coefficients=tuple((coefficient * f,) for f in np.linspace(0.8, 1.2, len(draws5))),
-        bootstrap_baseline={"5": tuple(draws5), "10": tuple(draws5)},
+        bootstrap=replace(
+            shipped.bootstrap,
+            n=len(draws5),
+            coefficients=tuple((coefficient * f,) for f in np.linspace(0.8, 1.2, len(draws5))),
+            baseline_at=((5.0, draws), (10.0, draws)),
+        ),
         max_follow_up=last,
-        info=dict(info),
+        predictor_table=(row,),
+        fit_warnings=fit_warnings,
     )
 
 
@@ -227,10 +250,12 @@ def test_no_absolute_risk_past_the_calibration_follow_up(tmp_path: Path) -> None
     model = _toy_model(4.0, [0.8] * 10)
     assert model.baseline_survival_at(4.0) == 0.8 and model.baseline_survival_at(4.01) is None
     result = model.apply({"A": 0.5})
-    assert (result.risk_5y, result.risk_5y_ci, result.risk_10y, result.risk_10y_ci) == (None,) * 4
-    assert "absolute risk at 5 years not estimable: calibration follow-up ends at 4.0 years" in result.flags
+    assert result.horizons == (HorizonRisk(5.0, None), HorizonRisk(10.0, None))
+    assert "absolute risk at 5 years not estimable: calibration follow-up ends at 4.0 years" in [
+        f.message for f in result.flags
+    ]
     # a file without max_follow_up (read as infinite) still stops at the last baseline time
-    assert replace(model, max_follow_up=math.inf).apply({"A": 0.5}).risk_5y is None
+    assert replace(model, max_follow_up=math.inf).apply({"A": 0.5}).at(5.0).risk is None
 
 
 def test_risk_interval_uses_only_refits_that_reach_the_horizon(tmp_path: Path) -> None:
@@ -250,18 +275,101 @@ def test_risk_interval_uses_only_refits_that_reach_the_horizon(tmp_path: Path) -
     eta = np.log(-np.log(0.95)) + 0.5  # S0 steps at 3, 6, 9, 12 years: S0(5) = 0.95
     se = np.std(eta_b, ddof=1)
     expected = [1 - np.exp(-np.exp(eta - 1.96 * se)), 1 - np.exp(-np.exp(eta + 1.96 * se))]
-    assert result.risk_5y == pytest.approx(1 - 0.95 ** np.exp(0.5))
-    assert list(result.risk_5y_ci) == pytest.approx(expected)
+    five = result.at(5.0)
+    assert five.risk == pytest.approx(1 - 0.95 ** np.exp(0.5))
+    assert [five.ci_lower, five.ci_upper] == pytest.approx(expected)
     sparse = _toy_model(12.0, [math.nan] * 5 + [0.8] * 15)  # only 75% of the refits reach 5 years
     result = sparse.apply({"A": 0.5})
-    assert result.risk_5y is not None and result.risk_5y_ci is None
-    assert any("95% CI of the 5-year risk not estimable" in f for f in result.flags)
+    five = result.at(5.0)
+    assert five.risk is not None and five.ci_lower is None and five.ci_upper is None
+    assert any("95% CI of the 5-year risk not estimable" in f.message for f in result.flags)
 
 
 def test_separated_model_warns_and_does_not_overflow() -> None:
     warning = "1 coefficient(s) exceed 10 per SD in absolute value (largest 500 for A)"
-    model = _toy_model(12.0, [0.8] * 10, coefficient=500.0, fit_warnings=[warning])
+    model = _toy_model(12.0, [0.8] * 10, coefficient=500.0, fit_warnings=(warning,))
     result = model.apply({"A": 3.0})  # lp = 1500: exp(lp) overflows a float
-    assert result.risk_5y == 1.0 and result.risk_5y_ci == (1.0, 1.0)
-    assert result.flags[0] == f"risk model warning: {warning}"
-    assert model.apply({"A": -3.0}).risk_10y == 0.0
+    assert result.at(5.0) == HorizonRisk(5.0, 1.0, 1.0, 1.0)
+    assert result.flags[0].message == f"risk model warning: {warning}"
+    assert model.apply({"A": -3.0}).at(10.0).risk == 0.0
+
+
+def test_every_audit_record_round_trips(model: RiskModel, raw: dict) -> None:
+    from sequoia_clinic.survival import records
+
+    sections = {
+        "signature": (records.SignatureSummary, model.signature_details),
+        "penalty": (records.PenaltyChoice, model.penalty),
+        "groups": (records.GroupRule, model.groups),
+        "training": (records.TrainingSummary, model.training),
+        "performance": (records.Performance, model.performance),
+        "ph_check": (records.PHCheck, model.ph_check),
+        "cross_validated_km": (records.CrossValidatedKM, model.cross_validated_km),
+        "bootstrap_fit": (records.BootstrapFit, model.bootstrap),
+    }
+    for key, (kind, record) in sections.items():
+        assert record.to_dict() == raw[key], key
+        assert kind.from_dict(json.loads(json.dumps(record.to_dict())), key) == record, key
+    for row, stored in zip(model.predictor_table, raw["predictors"], strict=True):
+        assert row.to_dict() == stored and records.PredictorRow.from_dict(stored) == row
+    assert records.calibration_plot_to_dict(model.calibration_plot) == raw["calibration_plot"]
+    assert records.risk_settings_from_dict(raw["settings"]) == model.settings
+    # typed values, straight from the JSON numbers
+    assert model.performance.metric("harrell_c").mean == raw["performance"]["metrics"]["harrell_c"]["mean"]
+    assert model.performance.metric("no_such_metric") is None
+    assert [g.label for g in model.cross_validated_km.groups] == list(model.group_names)
+    assert (
+        model.cross_validated_km.groups[0].at(10.0).survival
+        == (raw["cross_validated_km"]["groups"][0]["at_horizons"][2]["survival"])
+    )
+    assert model.expression_source is records.ExpressionSource.MEASURED
+    assert model.bootstrap.draws_at(5.0) == tuple(raw["bootstrap_fit"]["baseline_survival_at"]["5"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "where", "expected"),
+    [
+        (
+            lambda d: d["performance"]["metrics"]["uno_c"].update(mean="high"),
+            "performance.metrics.uno_c.mean",
+            "finite number",
+        ),
+        (lambda d: d["training"].pop("events"), "training.events", "is missing"),
+        (
+            lambda d: d["cross_validated_km"]["groups"][1].update(at_risk=[1.5]),
+            "cross_validated_km.groups[1].at_risk[0]",
+            "whole number",
+        ),
+        (lambda d: d["predictors"][3].update(kind="protein"), "predictors[3].kind", "gene or covariate"),
+        (lambda d: d.update(ph_check=[]), "ph_check", "must be an object"),
+        (lambda d: d["groups"].update(names=["low", "high"]), "groups", "one name and one count per group"),
+        (
+            lambda d: d.update(expression_source="guessed"),
+            "expression_source",
+            "measured, predicted or unknown",
+        ),
+        (lambda d: d["coefficients"].update(CLN8=float("inf")), "coefficients.CLN8", "finite number"),
+    ],
+)
+def test_a_malformed_section_names_the_file_and_the_key(
+    raw: dict, tmp_path: Path, edit, where: str, expected: str
+) -> None:
+    data = json.loads(json.dumps(raw))
+    edit(data)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))  # inf is written as Infinity, which json.loads reads back
+    with pytest.raises(RiskModelError) as caught:
+        RiskModel.load(bad)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}: malformed risk model: '{where}'") and expected in message, message
+
+
+def test_a_model_file_from_before_expression_sources_and_fit_warnings(raw: dict) -> None:
+    from sequoia_clinic.survival.records import ExpressionSource
+
+    legacy = {k: v for k, v in raw.items() if k not in ("expression_source", "fit_warnings")}
+    model = RiskModel.from_dict(legacy)
+    assert model.expression_source is ExpressionSource.UNKNOWN and model.fit_warnings == ()
+    assert ExpressionSource.parse("predicted") is ExpressionSource.PREDICTED
+    with pytest.raises(OptionError, match="'rna' is not one of measured, predicted, unknown"):
+        ExpressionSource.parse("rna")

@@ -1,134 +1,90 @@
 """``sequoia-clinic calibrate TABLE``: fit a Cox risk model of a signature's genes on a cohort table.
 
-Writes the risk-model JSON (``--out``) and, beside it, a one-page model card: ``<stem>.card.png``,
-``<stem>.card.pdf`` and ``<stem>.card.md``. Everything is computed first and written last, each file
-atomically, so a bad input leaves nothing behind. Prints one summary line per headline figure.
+Parses the options, calls :func:`sequoia_clinic.survival.calibrate.calibrate` and prints one summary line
+per headline figure. The stage writes the risk-model JSON (``--out``) and, beside it, a one-page model
+card (``<stem>.card.png``, ``.card.pdf``, ``.card.md``); a bad input leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sequoia_clinic.cli.common import user_errors
-from sequoia_clinic.errors import OptionError
-from sequoia_clinic.fileio import atomic_path
-from sequoia_clinic.settings import Settings
+from sequoia_clinic.cli.options import SignatureOpt, TimeUnitOpt, build_settings
+from sequoia_clinic.settings import RiskSettings
 
-# The survival and signature modules (sksurv, lifelines, pandas, matplotlib) are imported inside the
-# functions that use them, not here, so `sequoia-clinic --help` and the other commands start fast.
+# The survival stage (sksurv, lifelines, pandas, matplotlib) is imported inside the command, not here,
+# so `sequoia-clinic --help` and the other commands start fast.
 if TYPE_CHECKING:
-    from sequoia_clinic.survival import CutoffSpec, RiskModel
+    from sequoia_clinic.survival.calibrate import CalibrateOutcome
+
+TableArg = Annotated[Path, typer.Argument(help="Cohort table (CSV or Parquet): one row per patient.")]
+TimeColOpt = Annotated[str, typer.Option("--time-col", help="Follow-up time column.")]
+EventColOpt = Annotated[
+    str, typer.Option("--event-col", help="Event column: 1/true = event, 0/false = censored.")
+]
+ModelOutOpt = Annotated[
+    Path, typer.Option("--out", help="Risk-model JSON to write (model card written beside it).")
+]
+HEADLINE_METRICS = ("harrell_c", "uno_c", "auc_5y", "auc_10y", "ibs", "calibration_slope_10y")
 
 
-def parse_floats(text: str | None, option: str) -> tuple[float, ...]:
-    if not text:
-        return ()
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise OptionError(
-            f"{option} '{text}' is not a comma-separated list of numbers", fix=f"Pass e.g. {option} 0.2,0.5."
-        ) from None
-
-
-def parse_names(text: str | None) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip()) if text else ()
-
-
-def cutoff_spec(cutoffs: str | None, groups: str | None, scale: str, names: str | None) -> CutoffSpec:
-    """--cutoffs (user, on --cutoff-scale) or --groups (quantile split); tertiles when neither is given."""
-    from sequoia_clinic.survival import CutoffSpec
-
-    if cutoffs and groups:
-        raise OptionError("--cutoffs and --groups are exclusive", fix="Pass one of them.")
-    group_names = parse_names(names) or None
-    if cutoffs:
-        return CutoffSpec("user", parse_floats(cutoffs, "--cutoffs"), scale, group_names)
-    return CutoffSpec(groups or "tertiles", (), "lp", group_names)
-
-
-def require(value: str | None, option: str, example: str) -> str:
-    if not value:
-        raise OptionError(f"missing {option}", fix=f"Pass {option} {example}.")
-    return value
-
-
-def card_paths(out: Path) -> dict[str, Path]:
-    stem = out.with_suffix("")
-    return {fmt: stem.with_name(f"{stem.name}.card.{fmt}") for fmt in ("png", "pdf", "md")}
-
-
-def write_model_and_card(model: RiskModel, out: Path, card: bool = True) -> list[Path]:
-    """Render everything in memory, then write each file atomically (all or nothing on error)."""
-    from sequoia_clinic.survival.card import card_figure, card_markdown
-    from sequoia_clinic.survival.model import jsonable
-
-    payload = (json.dumps(jsonable(model.to_dict()), indent=2, allow_nan=False) + "\n").encode()
-    files: dict[Path, bytes] = {out: payload}
-    if card:
-        paths = card_paths(out)
-        figure = card_figure(model)
-        files[paths["png"]] = figure["png"]
-        files[paths["pdf"]] = figure["pdf"]
-        files[paths["md"]] = card_markdown(model, paths["png"].name).encode()
-    with contextlib.ExitStack() as stack:
-        for target, data in files.items():
-            stack.enter_context(atomic_path(target)).write_bytes(data)
-    return list(files)
-
-
-def summary_lines(model: RiskModel, written: list[Path]) -> list[str]:
-    metrics = model.performance.get("metrics", {})
-    lines = [f"wrote {p}" for p in written]
-    training = model.training
-    lines.append(
-        f"cohort: n={training.get('n')}, events={training.get('events')}, "
-        f"median follow-up {training.get('median_follow_up_years', 0):.1f} years"
+def risk_settings(
+    cv_repeats: int | None, bootstrap: int | None, seed: int | None, penalty: float | None
+) -> RiskSettings:
+    """The default risk settings with the options given (None: keep the default)."""
+    base = RiskSettings()
+    return replace(
+        base,
+        cv_repeats=base.cv_repeats if cv_repeats is None else cv_repeats,
+        n_bootstrap_metrics=base.n_bootstrap_metrics if bootstrap is None else bootstrap,
+        n_bootstrap_fit=base.n_bootstrap_fit if bootstrap is None else bootstrap,
+        seed=base.seed if seed is None else seed,
+        penalty=base.penalty if penalty is None else penalty,
     )
-    for key in ("harrell_c", "uno_c", "auc_5y", "auc_10y", "ibs", "calibration_slope_10y"):
-        m = metrics.get(key)
-        if m and m.get("mean") is not None:
-            ci = f" (95% CI {m['ci_lower']:.3f}-{m['ci_upper']:.3f})" if m.get("ci_lower") is not None else ""
-            lines.append(
-                f"cross-validated {key}: {m['mean']:.3f}{ci}, range over repeats "
-                f"{m['min_over_repeats']:.3f}-{m['max_over_repeats']:.3f}"
-            )
-    return lines
 
 
-EXPRESSION_SOURCES = ("predicted", "measured", "unknown")
-
-
-def check_expression_source(value: str) -> str:
-    if value not in EXPRESSION_SOURCES:
-        raise OptionError(
-            f"--expression-source {value!r} is not one of {', '.join(EXPRESSION_SOURCES)}",
-            fix="Use predicted for tables made with `sequoia-clinic predict`.",
+def summary_lines(outcome: CalibrateOutcome) -> list[str]:
+    model = outcome.model
+    training = model.training
+    follow_up = training.median_follow_up_years
+    lines = [f"wrote {p}" for p in outcome.files]
+    lines.append(
+        f"cohort: n={training.n}, events={training.events}, median follow-up "
+        + (f"{follow_up:.1f} years" if follow_up is not None else "not reached")
+    )
+    for key in HEADLINE_METRICS:
+        m = model.performance.metric(key)
+        if m is None or m.mean is None:
+            continue
+        ci = (
+            f" (95% CI {m.ci_lower:.3f}-{m.ci_upper:.3f})"
+            if m.ci_lower is not None and m.ci_upper is not None
+            else ""
         )
-    return value
+        spread = (
+            f", range over repeats {m.min_over_repeats:.3f}-{m.max_over_repeats:.3f}"
+            if m.min_over_repeats is not None and m.max_over_repeats is not None
+            else ""
+        )
+        lines.append(f"cross-validated {key}: {m.mean:.3f}{ci}{spread}")
+    return lines
 
 
 def register(app: typer.Typer) -> None:
     @app.command("calibrate")
     @user_errors
     def calibrate(
-        table: Path = typer.Argument(..., help="Cohort table (CSV or Parquet): one row per patient."),
-        signature: str | None = typer.Option(
-            None, "--signature", help="Registry name (wang76, oncotype21, ...) or a CSV file gene[,weight]."
-        ),
-        time_col: str | None = typer.Option(None, "--time-col", help="Follow-up time column."),
-        event_col: str | None = typer.Option(
-            None, "--event-col", help="Event column: 1/true = event, 0/false = censored."
-        ),
-        time_unit: str | None = typer.Option(
-            None, "--time-unit", help="Unit of the time column: days, months or years."
-        ),
+        table: TableArg,
+        signature: SignatureOpt,
+        time_col: TimeColOpt,
+        event_col: EventColOpt,
+        time_unit: TimeUnitOpt,
+        out: ModelOutOpt,
         covariates: str | None = typer.Option(
             None, "--covariates", help="Numeric clinical covariates, comma-separated (unpenalised)."
         ),
@@ -166,56 +122,31 @@ def register(app: typer.Typer) -> None:
         penalty: float | None = typer.Option(
             None, "--penalty", min=0.0, help="Fix the Coxnet alpha (0 = unpenalised) instead of CV."
         ),
-        out: Path | None = typer.Option(
-            None, "--out", help="Risk-model JSON to write (model card written beside it)."
-        ),
         card: bool = typer.Option(
             True, "--card/--no-card", help="Also write the model card (PNG, PDF, Markdown)."
         ),
     ) -> None:
         """Fit a penalised Cox risk model with cross-validated performance and a model card."""
-        from sequoia_clinic.signatures import get_signature
-        from sequoia_clinic.survival import fit_risk_model
-        from sequoia_clinic.survival.cohort import UNITS_PER_YEAR, read_table
+        from sequoia_clinic.survival.calibrate import CalibrateRequest, calibrate
+        from sequoia_clinic.survival.cutoffs import parse_cutoff_spec, parse_names
+        from sequoia_clinic.survival.records import ExpressionSource
 
-        unit = require(time_unit, "--time-unit", "days|months|years")
-        if unit not in UNITS_PER_YEAR:
-            raise OptionError(
-                f"--time-unit '{unit}' is not days, months or years",
-                fix="Pass --time-unit days, months or years.",
-            )
-        target = Path(require(str(out) if out else None, "--out", "risk_model.json"))
-        if target.suffix.lower() != ".json" or target.is_dir():
-            raise OptionError(
-                f"--out {target} must be a .json file name", fix="Pass e.g. --out risk_model.json."
-            )
-        spec = cutoff_spec(cutoffs, groups, cutoff_scale, group_names)
-        sig = get_signature(require(signature, "--signature", "wang76 (or a CSV file)"))
-        risk = Settings().risk
-        overrides = {
-            k: v
-            for k, v in {"cv_repeats": cv_repeats, "seed": seed, "penalty": penalty}.items()
-            if v is not None
-        }
-        if bootstrap is not None:
-            overrides |= {"n_bootstrap_metrics": bootstrap, "n_bootstrap_fit": bootstrap}
-        risk = replace(risk, **overrides) if overrides else risk
-        frame = read_table(table)
-        model = fit_risk_model(
-            frame,
-            sig,
-            time_col=require(time_col, "--time-col", "COLUMN"),
-            event_col=require(event_col, "--event-col", "COLUMN"),
-            time_unit=unit,
+        request = CalibrateRequest(
+            table=table,
+            signature=signature,
+            time_col=time_col,
+            event_col=event_col,
+            time_unit=time_unit.value,
+            out=out,
             covariates=parse_names(covariates),
-            cutoffs=spec,
-            settings=risk,
+            cutoffs=parse_cutoff_spec(cutoffs, groups, cutoff_scale, group_names),
             endpoint=endpoint,
-            cohort_name=cohort_name or table.name,
-            path=table,
-            expression_source=check_expression_source(expression_source),
+            cohort_name=cohort_name,
+            expression_source=ExpressionSource.parse(expression_source),
+            card=card,
         )
-        written = write_model_and_card(model, target, card)
-        typer.echo("\n".join(summary_lines(model, written)))
-        for warning in model.fit_warnings:
+        settings = build_settings(risk=risk_settings(cv_repeats, bootstrap, seed, penalty))
+        outcome = calibrate(request, settings)
+        typer.echo("\n".join(summary_lines(outcome)))
+        for warning in outcome.model.fit_warnings:
             typer.echo(f"warning: {warning}", err=True)

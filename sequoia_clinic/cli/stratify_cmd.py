@@ -1,8 +1,9 @@
 """``sequoia-clinic stratify TABLE``: Kaplan-Meier curves and tests of a cohort split into risk groups.
 
+Parses the options, calls :func:`sequoia_clinic.survival.stratify.stratify_table` and prints a summary.
 Groups come from ``--group-col``, from a continuous ``--risk-col`` (cut by ``--cutoffs`` or a quantile
 split, exploratory), or from ``--model`` (the model's frozen cut-offs applied to its linear predictor,
-computed from the table's gene columns or read from ``--risk-col``). Writes into ``--out DIR``:
+computed from the table's gene columns or read from ``--risk-col``). The stage writes into ``--out DIR``:
 km.png, km.pdf (curves with 95% CIs and an at-risk table), km_curves.csv, at_risk.csv,
 stratify_figures.csv (every number) and stratify.json; all or nothing.
 """
@@ -10,37 +11,44 @@ stratify_figures.csv (every number) and stratify.json; all or nothing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sequoia_clinic.cli.calibrate_cmd import cutoff_spec, parse_names, require
 from sequoia_clinic.cli.common import user_errors
-from sequoia_clinic.errors import OptionError
+from sequoia_clinic.cli.options import TimeUnit, TimeUnitOpt
 
+# The survival stage (sksurv, lifelines, pandas, matplotlib) is imported inside the command, not here,
+# so `sequoia-clinic --help` and the other commands start fast.
 if TYPE_CHECKING:
-    from sequoia_clinic.survival.stratify import StratifyResult
+    from sequoia_clinic.survival.stratify import StratifyOutcome
+
+TableArg = Annotated[Path, typer.Argument(help="Cohort table (CSV or Parquet): one row per patient.")]
+TimeColOpt = Annotated[str, typer.Option("--time-col", help="Follow-up time column.")]
+EventColOpt = Annotated[
+    str, typer.Option("--event-col", help="Event column: 1/true = event, 0/false = censored.")
+]
+StratifyOutOpt = Annotated[Path, typer.Option("--out", help="Output folder.")]
 
 
-def summary_lines(result: StratifyResult, out: Path) -> list[str]:
+def summary_lines(outcome: StratifyOutcome, out: Path) -> list[str]:
+    result = outcome.result
     lines = [
-        f"wrote {out}/ (km.png, km.pdf, km_curves.csv, at_risk.csv, stratify_figures.csv, stratify.json)",
+        f"wrote {out}/ ({', '.join(p.name for p in outcome.files)})",
         f"cohort: n={result.n}, events={result.events}; {result.grouping}",
     ]
     for curve in result.curves:
-        lines.append(f"  {curve['label']}: n={curve['n']}, events={curve['events']}")
+        lines.append(f"  {curve.label}: n={curve.n}, events={curve.events}")
     if result.logrank:
-        lines.append(
-            f"log-rank p = {result.logrank['p_value']:.3g} ({result.logrank['degrees_of_freedom']} df)"
-        )
+        lines.append(f"log-rank p = {result.logrank.p_value:.3g} ({result.logrank.degrees_of_freedom} df)")
     for hr in result.hazard_ratios:
-        if hr["hazard_ratio"] is None:
-            lines.append(f"HR {hr['group']} vs {hr['reference']}: {hr['note']}")
+        if hr.hazard_ratio is None or hr.lower is None or hr.upper is None:
+            lines.append(f"HR {hr.group} vs {hr.reference}: {hr.note}")
             continue
         lines.append(
-            f"HR {hr['group']} vs {hr['reference']}: {hr['hazard_ratio']:.2f} (95% CI {hr['lower']:.2f}-{hr['upper']:.2f})"
+            f"HR {hr.group} vs {hr.reference}: {hr.hazard_ratio:.2f} (95% CI {hr.lower:.2f}-{hr.upper:.2f})"
         )
-    lines.append(f"C-index ({result.c_index['of']}): {result.c_index['harrell_c']:.3f}")
+    lines.append(f"C-index ({result.c_index.of}): {result.c_index.harrell_c:.3f}")
     lines += [f"note: {note}" for note in result.notes]
     return lines
 
@@ -49,7 +57,10 @@ def register(app: typer.Typer) -> None:
     @app.command("stratify")
     @user_errors
     def stratify_cmd(
-        table: Path = typer.Argument(..., help="Cohort table (CSV or Parquet): one row per patient."),
+        table: TableArg,
+        time_col: TimeColOpt,
+        event_col: EventColOpt,
+        out: StratifyOutOpt,
         risk_col: str | None = typer.Option(
             None,
             "--risk-col",
@@ -62,13 +73,7 @@ def register(app: typer.Typer) -> None:
         model: Path | None = typer.Option(
             None, "--model", help="Risk model JSON: group by its frozen cut-offs."
         ),
-        time_col: str | None = typer.Option(None, "--time-col", help="Follow-up time column."),
-        event_col: str | None = typer.Option(
-            None, "--event-col", help="Event column: 1/true = event, 0/false = censored."
-        ),
-        time_unit: str = typer.Option(
-            "years", "--time-unit", help="Unit of the time column: days, months or years."
-        ),
+        time_unit: TimeUnitOpt = TimeUnit.YEARS,
         cutoffs: str | None = typer.Option(
             None, "--cutoffs", help="Cut-offs on the --risk-col scale, comma-separated."
         ),
@@ -84,40 +89,24 @@ def register(app: typer.Typer) -> None:
         endpoint: str = typer.Option(
             "event", "--endpoint", help="Name of the event for labels, e.g. 'distant metastasis'."
         ),
-        out: Path | None = typer.Option(None, "--out", help="Output folder."),
     ) -> None:
         """Kaplan-Meier by risk group with log-rank tests, hazard ratios and the C-index."""
-        # Imported here, not at module level (sksurv, lifelines, matplotlib), so the CLI starts fast.
-        from sequoia_clinic.survival import RiskModel
-        from sequoia_clinic.survival.cohort import UNITS_PER_YEAR, read_table
-        from sequoia_clinic.survival.stratify import stratify, write_outputs
+        from sequoia_clinic.survival.cutoffs import parse_cutoff_spec, parse_names
+        from sequoia_clinic.survival.stratify import StratifyRequest, stratify_table
 
-        if time_unit not in UNITS_PER_YEAR:
-            raise OptionError(
-                f"--time-unit '{time_unit}' is not days, months or years", fix="Pass days, months or years."
-            )
-        target = Path(require(str(out) if out else None, "--out", "DIR"))
-        if target.exists() and not target.is_dir():
-            raise OptionError(f"--out {target} exists and is not a folder", fix="Pass a folder path.")
-        spec = cutoff_spec(cutoffs, groups, "lp", group_names) if (cutoffs or groups or group_names) else None
-        if model is not None and spec is not None:
-            raise OptionError(
-                "--model has frozen cut-offs; --cutoffs/--groups/--group-names do not apply", fix="Drop them."
-            )
-        risk_model = RiskModel.load(model) if model is not None else None
-        frame = read_table(table)
-        result = stratify(
-            frame,
-            time_col=require(time_col, "--time-col", "COLUMN"),
-            event_col=require(event_col, "--event-col", "COLUMN"),
-            time_unit=time_unit,
+        given = cutoffs or groups or group_names
+        request = StratifyRequest(
+            table=table,
+            out_dir=out,
+            time_col=time_col,
+            event_col=event_col,
+            time_unit=time_unit.value,
             risk_col=risk_col,
             group_col=group_col,
-            model=risk_model,
-            cutoffs=spec,
-            group_order=parse_names(group_order) or None,
+            model=model,
+            cutoffs=parse_cutoff_spec(cutoffs, groups, "lp", group_names) if given else None,
+            group_order=parse_names(group_order),
             endpoint=endpoint,
-            path=table,
         )
-        write_outputs(result, target)
-        typer.echo("\n".join(summary_lines(result, target)))
+        outcome = stratify_table(request)
+        typer.echo("\n".join(summary_lines(outcome, out)))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 from sequoia_clinic.pipeline.predict import Prediction
 from sequoia_clinic.qc import QCCode, QCWarning, unique
@@ -24,6 +23,7 @@ from sequoia_clinic.report import (
     SlideInfo,
 )
 from sequoia_clinic.survival import PatientRisk, RiskModel
+from sequoia_clinic.survival.records import ExpressionSource, Performance, PredictorRow
 
 MPP_SOURCES = {
     "user": "--mpp option (user-supplied)",
@@ -31,6 +31,7 @@ MPP_SOURCES = {
     "tiff-resolution": "TIFF resolution tags",
     "objective-power": "estimated from objective power (10 / power)",
 }
+MAX_LOG_HR = 700.0  # exp(700) ~ 1e304: the largest HR per SD a report shows (a separated fit)
 # Warnings the report derives itself, in its own words (report/content.py): the pipeline's are dropped.
 REPORT_DERIVED = frozenset(
     {QCCode.UNTRAINED_BUNDLE, QCCode.INPUTS_OUT_OF_RANGE, QCCode.LINEAR_PREDICTOR_EXTRAPOLATED}
@@ -38,38 +39,35 @@ REPORT_DERIVED = frozenset(
 
 
 def cohort_record(model: RiskModel) -> CalibrationCohort:
-    info = model.info
-    training = model.training
-    km = model.cross_validated_km
-    groups = km.get("groups", [])
-    ticks = tuple(float(t) for t in groups[0]["ticks"]) if groups else ()
+    groups = model.cross_validated_km.groups
+    ticks = groups[0].ticks if groups else ()
     curves = tuple(
         KMCurve(
-            group=str(g["label"]).capitalize(),
-            times=tuple(map(float, g["times"])),
-            survival=tuple(map(float, g["survival"])),
-            lower=tuple(map(float, g["lower"])),
-            upper=tuple(map(float, g["upper"])),
-            at_risk=tuple(int(a) for a in g["at_risk"]),
-            n=int(g["n"]),
-            events=int(g["events"]),
+            group=g.label.capitalize(),
+            times=g.times,
+            survival=g.survival,
+            lower=g.lower,
+            upper=g.upper,
+            at_risk=g.at_risk,
+            n=g.n,
+            events=g.events,
         )
         for g in groups
     )
     return CalibrationCohort(
-        name=str(info.get("cohort", "calibration cohort")),
-        n=int(training.get("n", len(model.training_lp))),
-        events=int(training.get("events", 0)),
-        endpoint=_endpoint(str(info.get("endpoint", "event"))),
+        name=model.cohort,
+        n=model.training.n,
+        events=model.training.events,
+        endpoint=_endpoint(model.endpoint),
         time_unit="years",
-        linear_predictors=tuple(float(v) for v in model.training_lp),
+        linear_predictors=model.training_lp,
         cutoffs=tuple(round(model.percentile(c), 2) for c in model.cutoffs),
-        cutoff_source=str(info.get("groups", {}).get("description", "fixed at calibration")),
+        cutoff_source=model.groups.description,
         km_curves=curves,
         at_risk_times=ticks,
         performance=_metrics(model.performance),
-        description=str(training.get("cohort", "")),
-        lp_cutoffs=tuple(float(c) for c in model.cutoffs),
+        description=model.training.cohort,
+        lp_cutoffs=model.cutoffs,
     )
 
 
@@ -77,54 +75,46 @@ def _endpoint(text: str) -> str:
     return "Distant metastasis-free survival" if "metastasis" in text.lower() else text
 
 
-def _metrics(performance: dict[str, Any]) -> tuple[Metric, ...]:
-    metrics = performance.get("metrics", {})
-    design = performance.get("design", {})
-    tau = design.get("uno_tau_years")
-    ibs_times = design.get("ibs_times_years") or []
-    ibs_note = f"{min(ibs_times):g}-{max(ibs_times):g} years" if ibs_times else ""
+def _metrics(performance: Performance) -> tuple[Metric, ...]:
+    design = performance.design
+    ibs_times = design.ibs_times_years
     wanted = (
         ("harrell_c", "Harrell C", ""),
-        ("uno_c", "Uno C", f"tau = {tau:.3g} years" if _finite(tau) else ""),
+        ("uno_c", "Uno C", f"tau = {design.uno_tau_years:.3g} years"),
         ("auc_5y", "AUC at 5 years", "cumulative/dynamic"),
         ("auc_10y", "AUC at 10 years", "cumulative/dynamic"),
-        ("ibs", "Integrated Brier score", ibs_note),
+        (
+            "ibs",
+            "Integrated Brier score",
+            f"{min(ibs_times):g}-{max(ibs_times):g} years" if ibs_times else "",
+        ),
         ("calibration_slope_10y", "Calibration slope", "at 10 years; 1 is ideal"),
     )
     out = []
     for key, name, note in wanted:
-        m = metrics.get(key)
-        if isinstance(m, dict) and _finite(m.get("mean")):
-            out.append(Metric(name, float(m["mean"]), _opt(m.get("ci_lower")), _opt(m.get("ci_upper")), note))
+        m = performance.metric(key)
+        if m is not None and m.mean is not None:
+            out.append(Metric(name, m.mean, m.ci_lower, m.ci_upper, note))
     return tuple(out)
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-def _opt(value: Any) -> float | None:
-    return float(value) if _finite(value) else None
-
-
 def risk_result(model: RiskModel, risk: PatientRisk) -> RiskResult:
-    horizons = []
-    for years, value, ci in ((5.0, risk.risk_5y, risk.risk_5y_ci), (10.0, risk.risk_10y, risk.risk_10y_ci)):
-        if value is not None:
-            horizons.append(AbsoluteRisk(years, float(value), *(ci if ci is not None else (None, None))))
+    horizons = tuple(
+        AbsoluteRisk(h.years, h.risk, h.ci_lower, h.ci_upper) for h in risk.horizons if h.risk is not None
+    )
     lp = risk.linear_predictor
     return RiskResult(
         linear_predictor=lp,
         score=risk.score,
         group_names=tuple(n.capitalize() for n in model.group_names),
         group_index=risk.group_index,
-        absolute_risks=tuple(horizons),
+        absolute_risks=horizons,
         linear_predictor_out_of_range=bool(lp < model.training_lp[0] or lp > model.training_lp[-1]),
     )
 
 
 def signature_result(model: RiskModel, risk: PatientRisk, expression: dict[str, float]) -> SignatureResult:
-    table = {row["name"]: row for row in model.predictor_table}
+    table = {row.name: row for row in model.predictor_table}
     rows = []
     for gene in model.genes:
         z = float(risk.z_scores[gene])
@@ -134,7 +124,7 @@ def signature_result(model: RiskModel, risk: PatientRisk, expression: dict[str, 
                 expression=float(expression[gene]),
                 z_score=z,
                 percentile=float(100.0 * 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))),
-                hazard_ratio_per_sd=float(table.get(gene, {}).get("hr_per_sd", 1.0)),
+                hazard_ratio_per_sd=_hazard_ratio(table[gene]),
                 in_calibration_range=gene not in risk.out_of_range,
             )
         )
@@ -149,6 +139,13 @@ def signature_result(model: RiskModel, risk: PatientRisk, expression: dict[str, 
     )
 
 
+def _hazard_ratio(row: PredictorRow) -> float:
+    """The model's HR per SD of a gene; a separated fit's overflowing exp(beta) is capped to a float."""
+    if row.hr_per_sd is not None:
+        return row.hr_per_sd
+    return math.exp(math.copysign(min(abs(row.coefficient_per_sd), MAX_LOG_HR), row.coefficient_per_sd))
+
+
 def heatmap_genes(model: RiskModel, count: int) -> list[str]:
     """The signature genes with the largest absolute model coefficient (non-zero first)."""
     coefs = dict(zip(model.genes, model.coefficients[: len(model.genes)], strict=True))
@@ -158,10 +155,10 @@ def heatmap_genes(model: RiskModel, count: int) -> list[str]:
 
 def calibration_warning(model: RiskModel) -> QCWarning | None:
     """A warning unless the risk model says it was calibrated on slide-predicted expression."""
-    source = str(model.info.get("expression_source", "unknown"))
-    if source == "predicted":
+    source = model.expression_source
+    if source is ExpressionSource.PREDICTED:
         return None
-    what = "measured" if source == "measured" else "an unstated kind of"
+    what = "measured" if source is ExpressionSource.MEASURED else "an unstated kind of"
     return QCWarning(
         QCCode.RISK_MODEL_NOT_ON_PREDICTED,
         f"The risk model was calibrated on {what} expression, not on expression predicted from slides: its "

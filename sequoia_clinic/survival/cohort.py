@@ -141,10 +141,17 @@ def parse_event(series: pd.Series, name: str, path: Path | None) -> np.ndarray:
     return text.isin(TRUE_WORDS).to_numpy()
 
 
+def check_time_unit(unit: str) -> None:
+    """A known unit of follow-up time (days, months, years), else an OptionError naming ``time_unit``."""
+    if unit not in UNITS_PER_YEAR:
+        raise OptionError(
+            f"'{unit}' is not days, months or years", fix="Use days, months or years.", option="time_unit"
+        )
+
+
 def to_years(time: np.ndarray, unit: str, path: Path | None, name: str) -> np.ndarray:
     """Convert to years and check the longest follow-up is plausible for the stated unit."""
-    if unit not in UNITS_PER_YEAR:
-        raise OptionError(f"unknown time unit '{unit}'", fix="Use days, months or years.")
+    check_time_unit(unit)
     years = time / UNITS_PER_YEAR[unit]
     longest = float(years.max())
     if longest > MAX_PLAUSIBLE_YEARS:

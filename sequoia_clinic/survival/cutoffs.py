@@ -9,6 +9,7 @@ Minimum-p "optimal" cut-points are deliberately not offered (they inflate effect
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,28 +37,44 @@ class CutoffSpec:
     def __post_init__(self) -> None:
         if self.method != "user" and self.method not in QUANTILE_METHODS:
             raise OptionError(
-                f"unknown grouping '{self.method}'", fix=f"Use {', '.join(QUANTILE_METHODS)} or --cutoffs."
+                f"unknown grouping '{self.method}'",
+                fix=f"Use {', '.join(QUANTILE_METHODS)}, or give cut-offs.",
+                option="groups",
             )
         if self.scale not in SCALES:
-            raise OptionError(f"unknown cut-off scale '{self.scale}'", fix=f"Use one of {', '.join(SCALES)}.")
+            raise OptionError(
+                f"unknown cut-off scale '{self.scale}'",
+                fix=f"Use one of {', '.join(SCALES)}.",
+                option="cutoff_scale",
+            )
         if self.method == "user":
             if not self.values:
-                raise OptionError("no cut-off values given", fix="Pass --cutoffs a,b (increasing numbers).")
+                raise OptionError(
+                    "no cut-off values given", fix="Pass increasing numbers a,b.", option="cutoffs"
+                )
             if any(not np.isfinite(v) for v in self.values) or list(self.values) != sorted(set(self.values)):
                 raise OptionError(
-                    "cut-offs must be finite and strictly increasing", fix="Pass --cutoffs a,b with a < b."
+                    "cut-offs must be finite and strictly increasing",
+                    fix="Pass a,b with a < b.",
+                    option="cutoffs",
                 )
             if self.scale == "score" and not all(0 < v < 100 for v in self.values):
                 raise OptionError(
-                    "score cut-offs must lie strictly between 0 and 100", fix="Pass percentiles, e.g. 33,67."
+                    "score cut-offs must lie strictly between 0 and 100",
+                    fix="Pass percentiles, e.g. 33,67.",
+                    option="cutoffs",
                 )
             if self.scale.startswith("risk") and not all(0 < v < 1 for v in self.values):
                 raise OptionError(
-                    "absolute-risk cut-offs must lie strictly between 0 and 1", fix="Pass e.g. 0.1,0.2."
+                    "absolute-risk cut-offs must lie strictly between 0 and 1",
+                    fix="Pass e.g. 0.1,0.2.",
+                    option="cutoffs",
                 )
         if self.names is not None and len(self.names) != self.n_groups:
             raise OptionError(
-                f"{len(self.names)} group names for {self.n_groups} groups", fix="Give one name per group."
+                f"{len(self.names)} group names for {self.n_groups} groups",
+                fix="Give one name per group.",
+                option="group_names",
             )
 
     @property
@@ -77,7 +94,42 @@ class CutoffSpec:
         )
 
 
-def resolve_cutoffs(spec: CutoffSpec, lp_train: np.ndarray, s0_at: dict[float, float]) -> tuple[float, ...]:
+def parse_names(text: str | None) -> tuple[str, ...]:
+    """A comma-separated list of names (``"a, b"`` -> ``("a", "b")``); empty or None gives ()."""
+    return tuple(v.strip() for v in text.split(",") if v.strip()) if text else ()
+
+
+def parse_numbers(text: str | None, option: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers; an OptionError naming ``option`` if one is not a number."""
+    if not text:
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise OptionError(
+            f"'{text}' is not a comma-separated list of numbers", fix="Pass e.g. 0.2,0.5.", option=option
+        ) from None
+
+
+def parse_cutoff_spec(
+    cutoffs: str | None, groups: str | None, scale: str = "lp", names: str | None = None
+) -> CutoffSpec:
+    """The spec from its text form: ``cutoffs`` (e.g. ``"0.2,0.5"``, on ``scale``) or a quantile split
+    ``groups`` (tertiles, median, quartiles), with optional comma-separated group ``names``; tertiles when
+    neither is given."""
+    if cutoffs and groups:
+        raise OptionError(
+            "cut-offs and a quantile split (groups) are exclusive", fix="Pass one of them.", option="cutoffs"
+        )
+    group_names = parse_names(names) or None
+    if cutoffs:
+        return CutoffSpec("user", parse_numbers(cutoffs, "cutoffs"), scale, group_names)
+    return CutoffSpec(groups or "tertiles", (), "lp", group_names)
+
+
+def resolve_cutoffs(
+    spec: CutoffSpec, lp_train: np.ndarray, s0_at: Mapping[float, float | None]
+) -> tuple[float, ...]:
     """Cut-offs on the lp scale. ``s0_at`` gives the baseline survival at 5 and 10 years (for risk scales)."""
     if spec.method != "user":
         return tuple(float(np.quantile(lp_train, q)) for q in QUANTILE_METHODS[spec.method])
@@ -90,7 +142,8 @@ def resolve_cutoffs(spec: CutoffSpec, lp_train: np.ndarray, s0_at: dict[float, f
     if s0 is None or not 0 < s0 < 1:
         raise OptionError(
             f"cannot place absolute-risk cut-offs: the baseline survival at {horizon:g} years is not estimable",
-            fix="Use --cutoff-scale lp or score, or a cohort with longer follow-up.",
+            fix="Use the lp or score scale, or a cohort with longer follow-up.",
+            option="cutoff_scale",
         )
     # risk r = 1 - s0 ** exp(lp)  <=>  lp = log(log(1 - r) / log(s0))
     return tuple(float(np.log(np.log(1.0 - r) / np.log(s0))) for r in spec.values)

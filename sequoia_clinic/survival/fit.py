@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,6 +48,25 @@ from sequoia_clinic.survival.km import (
 )
 from sequoia_clinic.survival.metrics import MetricPlan, OutOfFold, summarise
 from sequoia_clinic.survival.model import RISK_HORIZONS, RiskModel
+from sequoia_clinic.survival.records import (
+    BootstrapFit,
+    CalibrationBin,
+    CalibrationCurve,
+    CrossValidatedKM,
+    CVDesign,
+    ExpressionSource,
+    GroupRule,
+    HorizonCount,
+    KMPoint,
+    PenaltyChoice,
+    Performance,
+    PHCheck,
+    PredictorKind,
+    PredictorRow,
+    SignatureSummary,
+    TrainingSummary,
+    finite_or_none,
+)
 
 LARGE_COEFFICIENT = 10.0  # |beta| per SD above this means separation or a fit that did not converge
 # the lifelines/numpy failures of auxiliary fits (PH check, univariable HRs): recorded as null + a note
@@ -168,13 +186,14 @@ def _bootstrap_fits(
     n_boot: int,
     seed: int,
     factor: np.ndarray | None,
-) -> tuple[np.ndarray, dict[str, list[float]]]:
-    """Refits on bootstrap resamples at the chosen penalty: coefficients and S0 at 5 and 10 years.
+) -> tuple[np.ndarray, tuple[tuple[float, tuple[float | None, ...]], ...]]:
+    """Refits on bootstrap resamples at the chosen penalty: coefficients and S0 at the risk horizons.
 
-    S0 is NaN (saved as null) in a resample whose longest follow-up ends before the horizon.
+    S0 is None (saved as null) in a resample whose longest follow-up ends before the horizon.
     """
     rng = np.random.default_rng(seed)
-    coefs, s0 = [], {f"{h:g}": [] for h in RISK_HORIZONS}
+    coefs: list[np.ndarray] = []
+    s0: dict[float, list[float | None]] = {h: [] for h in RISK_HORIZONS}
     for _ in range(n_boot):
         index = rng.integers(0, time.size, time.size)
         zb, tb, eb = z[index], time[index], event[index]
@@ -185,12 +204,22 @@ def _bootstrap_fits(
         times, surv = breslow_baseline(zb @ coef, tb, eb)
         coefs.append(coef)
         for h in RISK_HORIZONS:
-            s0[f"{h:g}"].append(float(baseline_at(times, surv, np.array([h]))[0]))
-    return np.asarray(coefs).reshape(n_boot, z.shape[1]), s0
+            s0[h].append(finite_or_none(baseline_at(times, surv, np.array([h]))[0]))
+    return np.asarray(coefs).reshape(n_boot, z.shape[1]), tuple((h, tuple(v)) for h, v in s0.items())
 
 
-def _univariable(values: np.ndarray, time: np.ndarray, event: np.ndarray) -> dict[str, Any]:
-    """Unpenalised HR per SD of one predictor with its Wald 95% CI (lifelines); null if it fails."""
+@dataclass(frozen=True)
+class Univariable:
+    """Unpenalised HR per SD of one predictor with its Wald 95% CI; None (with a note) if the fit failed."""
+
+    hr_per_sd: float | None
+    ci: tuple[float | None, float | None]
+    p: float | None
+    note: str | None = None
+
+
+def _univariable(values: np.ndarray, time: np.ndarray, event: np.ndarray) -> Univariable:
+    """Unpenalised HR per SD of one predictor with its Wald 95% CI (lifelines); None if it fails."""
     frame = pd.DataFrame(
         {"x": (values - values.mean()) / values.std(), "time": time, "event": event.astype(int)}
     )
@@ -199,47 +228,48 @@ def _univariable(values: np.ndarray, time: np.ndarray, event: np.ndarray) -> dic
             warnings.simplefilter("ignore")
             row = CoxPHFitter().fit(frame, "time", "event").summary.loc["x"]
     except FIT_FAILURES:
-        return {
-            "univariable_hr_per_sd": None,
-            "univariable_ci": [None, None],
-            "univariable_p": None,
-            "univariable_note": "not estimable: the univariable Cox fit did not converge",
-        }
-    return {
-        "univariable_hr_per_sd": float(row["exp(coef)"]),
-        "univariable_ci": [float(row["exp(coef) lower 95%"]), float(row["exp(coef) upper 95%"])],
-        "univariable_p": float(row["p"]),
-    }
+        return Univariable(
+            None, (None, None), None, "not estimable: the univariable Cox fit did not converge"
+        )
+    return Univariable(
+        hr_per_sd=finite_or_none(row["exp(coef)"]),
+        ci=(finite_or_none(row["exp(coef) lower 95%"]), finite_or_none(row["exp(coef) upper 95%"])),
+        p=finite_or_none(row["p"]),
+    )
 
 
-def _predictor_table(data: CohortMatrix, mean, sd, coef, boot_coefs) -> list[dict[str, Any]]:
+def _predictor_table(data: CohortMatrix, mean, sd, coef, boot_coefs) -> tuple[PredictorRow, ...]:
     with np.errstate(over="ignore"):  # HR = exp(beta) is infinite for a separated fit (saved as null)
         return _predictor_rows(data, mean, sd, coef, boot_coefs)
 
 
-def _predictor_rows(data: CohortMatrix, mean, sd, coef, boot_coefs) -> list[dict[str, Any]]:
+def _predictor_rows(data: CohortMatrix, mean, sd, coef, boot_coefs) -> tuple[PredictorRow, ...]:
     rows = []
     time, event = data.survival.time, data.survival.event
     for j, name in enumerate(data.predictors):
         boot_hr = np.exp(boot_coefs[:, j]) if boot_coefs.size else np.array([np.nan])
+        univariable = _univariable(data.values[:, j], time, event)
         rows.append(
-            {
-                "name": name,
-                "kind": "gene" if j < len(data.genes) else "covariate",
-                "mean": float(mean[j]),
-                "sd": float(sd[j]),
-                "coefficient_per_sd": float(coef[j]),
-                "hr_per_sd": float(np.exp(coef[j])),
-                "hr_per_sd_bootstrap_ci": [
-                    float(np.percentile(boot_hr, 2.5)),
-                    float(np.percentile(boot_hr, 97.5)),
-                ],
-                "train_min": float(data.values[:, j].min()),
-                "train_max": float(data.values[:, j].max()),
-                **_univariable(data.values[:, j], time, event),
-            }
+            PredictorRow(
+                name=name,
+                kind=PredictorKind.GENE if j < len(data.genes) else PredictorKind.COVARIATE,
+                mean=float(mean[j]),
+                sd=float(sd[j]),
+                coefficient_per_sd=float(coef[j]),
+                hr_per_sd=finite_or_none(np.exp(coef[j])),
+                hr_per_sd_bootstrap_ci=(
+                    finite_or_none(np.percentile(boot_hr, 2.5)),
+                    finite_or_none(np.percentile(boot_hr, 97.5)),
+                ),
+                train_min=float(data.values[:, j].min()),
+                train_max=float(data.values[:, j].max()),
+                univariable_hr_per_sd=univariable.hr_per_sd,
+                univariable_ci=univariable.ci,
+                univariable_p=univariable.p,
+                univariable_note=univariable.note,
+            )
         )
-    return rows
+    return tuple(rows)
 
 
 PH_METHOD = (
@@ -248,7 +278,7 @@ PH_METHOD = (
 )
 
 
-def _ph_check(lp: np.ndarray, time: np.ndarray, event: np.ndarray) -> dict[str, Any]:
+def _ph_check(lp: np.ndarray, time: np.ndarray, event: np.ndarray) -> PHCheck:
     frame = pd.DataFrame({"lp": lp, "time": time, "event": event.astype(int)})
     try:
         with warnings.catch_warnings():
@@ -257,27 +287,27 @@ def _ph_check(lp: np.ndarray, time: np.ndarray, event: np.ndarray) -> dict[str, 
             result = proportional_hazard_test(cph, frame, time_transform="rank")
         p_value = float(np.asarray(result.p_value).ravel()[0])
     except FIT_FAILURES:
-        return {
-            "method": PH_METHOD,
-            "test_statistic": None,
-            "p_value": None,
-            "apparent_hr_per_unit_lp": None,
-            "interpretation": "not estimable: the Cox fit of the linear predictor did not converge",
-        }
-    return {
-        "method": PH_METHOD,
-        "test_statistic": float(np.asarray(result.test_statistic).ravel()[0]),
-        "p_value": p_value,
-        "apparent_hr_per_unit_lp": float(np.exp(cph.params_["lp"])),
-        "interpretation": "p < 0.05: the effect of the score changes over follow-up (non-proportional hazards)"
+        return PHCheck(
+            method=PH_METHOD,
+            test_statistic=None,
+            p_value=None,
+            apparent_hr_per_unit_lp=None,
+            interpretation="not estimable: the Cox fit of the linear predictor did not converge",
+        )
+    return PHCheck(
+        method=PH_METHOD,
+        test_statistic=finite_or_none(np.asarray(result.test_statistic).ravel()[0]),
+        p_value=finite_or_none(p_value),
+        apparent_hr_per_unit_lp=finite_or_none(np.exp(cph.params_["lp"])),
+        interpretation="p < 0.05: the effect of the score changes over follow-up (non-proportional hazards)"
         if p_value < 0.05
         else "no evidence against proportional hazards at the 5% level",
-    }
+    )
 
 
 def _training_summary(
-    time: np.ndarray, event: np.ndarray, unit: str, horizons: Sequence[float]
-) -> dict[str, Any]:
+    time: np.ndarray, event: np.ndarray, unit: str, horizons: Sequence[float], cohort: str
+) -> TrainingSummary:
     reverse = KaplanMeierFitter().fit(time, ~event)
     overall = KaplanMeierFitter().fit(time, event)
     km_rows = []
@@ -286,30 +316,31 @@ def _training_summary(
             ci = overall.confidence_interval_survival_function_
             i = int(np.searchsorted(overall.timeline, h, side="right") - 1)
             km_rows.append(
-                {
-                    "time": h,
-                    "survival": float(overall.survival_function_.iloc[i, 0]),
-                    "lower": float(ci.iloc[i, 0]),
-                    "upper": float(ci.iloc[i, 1]),
-                }
+                KMPoint(
+                    time=h,
+                    survival=float(overall.survival_function_.iloc[i, 0]),
+                    lower=float(ci.iloc[i, 0]),
+                    upper=float(ci.iloc[i, 1]),
+                )
             )
-    return {
-        "n": int(time.size),
-        "events": int(event.sum()),
-        "event_fraction": float(event.mean()),
-        "median_follow_up_years": float(reverse.median_survival_time_),
-        "median_follow_up_method": "reverse Kaplan-Meier",
-        "follow_up_range_years": [float(time.min()), float(time.max())],
-        "events_by_horizon": {f"{h:g}": int(((time <= h) & event).sum()) for h in horizons},
-        "km_survival": km_rows,
-        "source_time_unit": unit,
-        "missing_data": "none: rows with missing values are rejected at input",
-    }
+    return TrainingSummary(
+        n=int(time.size),
+        events=int(event.sum()),
+        event_fraction=float(event.mean()),
+        median_follow_up_years=finite_or_none(reverse.median_survival_time_),
+        median_follow_up_method="reverse Kaplan-Meier",
+        follow_up_range_years=(float(time.min()), float(time.max())),
+        events_by_horizon=tuple(HorizonCount(h, int(((time <= h) & event).sum())) for h in horizons),
+        km_survival=tuple(km_rows),
+        source_time_unit=unit,
+        missing_data="none: rows with missing values are rejected at input",
+        cohort=cohort,
+    )
 
 
 def _calibration_table(
     time: np.ndarray, event: np.ndarray, oof: OutOfFold, horizon: float, bins: int
-) -> list[dict]:
+) -> CalibrationCurve:
     """Out-of-fold predicted vs Kaplan-Meier observed risk at ``horizon`` in predicted-risk quantile bins."""
     column = int(np.flatnonzero(np.isclose(oof.grid, horizon))[0])
     risk = 1.0 - oof.survival[:, column]
@@ -322,20 +353,22 @@ def _calibration_table(
         i = int(np.searchsorted(fitter.timeline, horizon, side="right") - 1)
         surv = float(fitter.survival_function_.iloc[i, 0]) if i >= 0 else 1.0
         rows.append(
-            {
-                "bin": int(b) + 1,
-                "n": int(mask.sum()),
-                "events_by_horizon": int(((time <= horizon) & event & mask).sum()),
-                "predicted": float(risk[mask].mean()),
-                "observed": 1.0 - surv,
-                "observed_lower": 1.0 - float(ci.iloc[i, 1]) if i >= 0 else 0.0,
-                "observed_upper": 1.0 - float(ci.iloc[i, 0]) if i >= 0 else 0.0,
-            }
+            CalibrationBin(
+                bin=int(b) + 1,
+                n=int(mask.sum()),
+                events_by_horizon=int(((time <= horizon) & event & mask).sum()),
+                predicted=float(risk[mask].mean()),
+                observed=1.0 - surv,
+                observed_lower=1.0 - float(ci.iloc[i, 1]) if i >= 0 else 0.0,
+                observed_upper=1.0 - float(ci.iloc[i, 0]) if i >= 0 else 0.0,
+            )
         )
-    return rows
+    return CalibrationCurve(horizon, tuple(rows))
 
 
-def _cv_km(time, event, oof: OutOfFold, names: Sequence[str], horizons, seed: int, spec: CutoffSpec) -> dict:
+def _cv_km(
+    time, event, oof: OutOfFold, names: Sequence[str], horizons, seed: int, spec: CutoffSpec
+) -> CrossValidatedKM:
     limit = display_limit(time)
     ticks = tick_times(limit)
     labels = np.array([names[g] for g in oof.groups])
@@ -349,18 +382,18 @@ def _cv_km(time, event, oof: OutOfFold, names: Sequence[str], horizons, seed: in
             fix="Use fewer groups or cut-offs that leave more patients in each group; if --penalty 0 was "
             "given, let the penalty be chosen by cross-validation.",
         )
-    return {
-        "description": (
+    return CrossValidatedKM(
+        description=(
             f"cross-validated groups (fold seed {seed}): each patient's group comes from a model fitted "
             f"without them, with cut-offs ({spec.describe()}) computed in that fold's training data"
         ),
-        "display_limit_years": limit,
-        "groups": [km_summary(time[labels == n], event[labels == n], n, ticks, horizons) for n in present],
-        "logrank": logrank(time, event, labels) if len(present) > 1 else None,
-        "pairwise_logrank": pairwise_logrank(time, event, labels) if len(present) > 1 else [],
-        "hazard_ratios_vs_lowest": hazard_ratios_vs_reference(time, event, labels, present),
-        "note": "standard log-rank p on cross-validated groups (no permutation test)",
-    }
+        display_limit_years=limit,
+        groups=tuple(km_summary(time[labels == n], event[labels == n], n, ticks, horizons) for n in present),
+        logrank=logrank(time, event, labels) if len(present) > 1 else None,
+        pairwise_logrank=pairwise_logrank(time, event, labels) if len(present) > 1 else (),
+        hazard_ratios_vs_lowest=hazard_ratios_vs_reference(time, event, labels, present),
+        note="standard log-rank p on cross-validated groups (no permutation test)",
+    )
 
 
 def fit_risk_model(
@@ -377,7 +410,7 @@ def fit_risk_model(
     cohort_name: str = "calibration cohort",
     notes: Sequence[str] = (),
     path: Path | None = None,
-    expression_source: str = "unknown",
+    expression_source: ExpressionSource = ExpressionSource.UNKNOWN,
 ) -> RiskModel:
     """Calibrate a Cox risk model of ``signature``'s genes (and covariates) on a cohort table."""
     settings = settings or RiskSettings()
@@ -393,8 +426,7 @@ def fit_risk_model(
     z = (data.values - mean) / sd
     final = fit_cox(z, time, event, options, seed=settings.seed, factor=factor)
     lp = z @ final.coef
-    s0 = _s0_at(final, RISK_HORIZONS)
-    cut = resolve_cutoffs(spec, lp, s0)
+    cut = resolve_cutoffs(spec, lp, _s0_at(final, RISK_HORIZONS))
     names = spec.group_names()
     counts = np.bincount(assign_groups(lp, cut), minlength=len(names))
     check_groups(lp, counts, names)
@@ -413,80 +445,6 @@ def fit_risk_model(
         z, time, event, final, options, settings.n_bootstrap_fit, settings.seed + 1, factor
     )
 
-    info = {
-        "created_by": f"sequoia-clinic {__version__}",
-        "signature": signature.to_dict(),
-        "endpoint": endpoint,
-        "cohort": cohort_name,
-        # 'measured' (RNA assay), 'predicted' (from slides by `predict`) or 'unknown'; `score` warns
-        # unless 'predicted', since a model fitted on one scale is not valid on the other.
-        "expression_source": expression_source,
-        "model_form": "S(t|x) = S0(t) ** exp(lp), lp = sum_j beta_j (x_j - mean_j) / sd_j",
-        "penalty": {
-            "method": "elastic-net Cox (scikit-survival CoxnetSurvivalAnalysis, Breslow ties)"
-            if final.alpha > 0
-            else "unpenalised Cox (scikit-survival CoxPHSurvivalAnalysis, Breslow ties)",
-            "alpha": final.alpha,
-            "l1_ratio": settings.l1_ratio,
-            "chosen_by": "fixed by the user"
-            if settings.penalty is not None
-            else f"{settings.inner_folds}-fold cross-validated partial likelihood (Verweij-van Houwelingen) on the training data",
-            "alpha_path": None if final.alpha_path is None else list(final.alpha_path),
-            "cv_partial_loglik": None if final.cv_partial_loglik is None else list(final.cv_partial_loglik),
-            "covariates_penalised": False,
-            "nonzero_coefficients": int(np.sum(np.abs(final.coef) > 0)),
-        },
-        "baseline_survival_at": {f"{h:g}": v for h, v in s0.items()},
-        "groups": {
-            "method": spec.method,
-            "scale": spec.scale,
-            "user_values": list(spec.values),
-            "description": spec.describe(),
-            "training_counts": [int(c) for c in counts],
-        },
-        "training": {
-            **_training_summary(time, event, time_unit, settings.auc_horizons_years),
-            "cohort": cohort_name,
-        },
-        "performance": {
-            "metrics": performance,
-            "design": {
-                "outer_folds": settings.outer_folds,
-                "repeats": settings.cv_repeats,
-                "fold_seeds": [settings.seed + r for r in range(settings.cv_repeats)],
-                "stratified_by_event": True,
-                "penalty_rechosen_in_each_training_fold": settings.penalty is None,
-                "inner_folds": settings.inner_folds,
-                "n_bootstrap": settings.n_bootstrap_metrics,
-                "bootstrap": "percentile CI over patients; resamples cycle through the CV repeats' out-of-fold predictions",
-                "auc_horizons_years": list(plan.horizons),
-                "calibration_horizons_years": list(plan.calibration_horizons),
-                "ibs_times_years": list(plan.ibs_times),
-                "uno_tau_years": plan.tau,
-                "ipcw_censoring": "Kaplan-Meier of the censoring times of the whole cohort",
-                "calibration_slope": "Cox coefficient of out-of-fold log(-log S(t|x)), follow-up censored at t; 1 is ideal",
-                "calibration_in_the_large": "mean out-of-fold predicted risk at t minus Kaplan-Meier risk at t",
-            },
-        },
-        "ph_check": _ph_check(lp, time, event),
-        "cross_validated_km": _cv_km(
-            time, event, repeats[0], names, settings.auc_horizons_years, settings.seed, spec
-        ),
-        "calibration_plot": {
-            f"{h:g}": _calibration_table(time, event, repeats[0], h, settings.calibration_bins)
-            for h in plan.calibration_horizons
-        },
-        "predictors": _predictor_table(data, mean, sd, final.coef, boot_coefs),
-        "bootstrap_fit": {
-            "n": settings.n_bootstrap_fit,
-            "seed": settings.seed + 1,
-            "method": "refits on patient resamples at the chosen penalty (standardisation fixed); "
-            "risk CI = normal interval on the log(-log) scale with the bootstrap SD",
-        },
-        "settings": asdict(settings),
-        "fit_warnings": fit_warnings,
-        "notes": [*notes, *fit_warnings],
-    }
     return RiskModel(
         signature=signature.name,
         genes=data.genes,
@@ -498,13 +456,100 @@ def fit_risk_model(
         train_max=tuple(map(float, data.values.max(axis=0))),
         baseline_times=tuple(map(float, final.baseline_times)),
         baseline_survival=tuple(map(float, final.baseline_survival)),
-        cutoffs=tuple(map(float, cut)),
-        group_names=tuple(names),
+        groups=GroupRule(
+            method=spec.method,
+            scale=spec.scale,
+            user_values=tuple(spec.values),
+            description=spec.describe(),
+            training_counts=tuple(int(c) for c in counts),
+            cutoffs=tuple(map(float, cut)),
+            names=tuple(names),
+        ),
         training_lp=tuple(map(float, np.sort(lp))),
-        bootstrap_coefficients=tuple(tuple(map(float, row)) for row in boot_coefs),
-        bootstrap_baseline={k: tuple(v) for k, v in boot_s0.items()},
+        bootstrap=BootstrapFit(
+            n=settings.n_bootstrap_fit,
+            seed=settings.seed + 1,
+            method="refits on patient resamples at the chosen penalty (standardisation fixed); "
+            "risk CI = normal interval on the log(-log) scale with the bootstrap SD",
+            coefficients=tuple(tuple(map(float, row)) for row in boot_coefs),
+            baseline_at=boot_s0,
+        ),
         max_follow_up=float(time.max()),
-        info=info,
+        created_by=f"sequoia-clinic {__version__}",
+        signature_details=_signature_summary(signature),
+        endpoint=endpoint,
+        cohort=cohort_name,
+        expression_source=expression_source,
+        model_form="S(t|x) = S0(t) ** exp(lp), lp = sum_j beta_j (x_j - mean_j) / sd_j",
+        penalty=_penalty_choice(final, settings),
+        training=_training_summary(time, event, time_unit, settings.auc_horizons_years, cohort_name),
+        performance=Performance(performance, _cv_design(settings, plan)),
+        ph_check=_ph_check(lp, time, event),
+        cross_validated_km=_cv_km(
+            time, event, repeats[0], names, settings.auc_horizons_years, settings.seed, spec
+        ),
+        calibration_plot=tuple(
+            _calibration_table(time, event, repeats[0], h, settings.calibration_bins)
+            for h in plan.calibration_horizons
+        ),
+        predictor_table=_predictor_table(data, mean, sd, final.coef, boot_coefs),
+        settings=settings,
+        fit_warnings=tuple(fit_warnings),
+        notes=(*notes, *fit_warnings),
+    )
+
+
+def _signature_summary(signature: Signature) -> SignatureSummary:
+    return SignatureSummary(
+        name=signature.name,
+        genes=tuple(signature.genes),
+        weights=None if signature.weights is None else tuple(map(float, signature.weights)),
+        unmapped=tuple(signature.unmapped),
+        renamed=tuple((a, b) for a, b in signature.renamed),
+        groups=None if signature.groups is None else tuple(signature.groups),
+        formula=signature.formula,
+        citation=signature.citation,
+        description=signature.description,
+        source=signature.source,
+    )
+
+
+def _penalty_choice(final: CoxFit, settings: RiskSettings) -> PenaltyChoice:
+    return PenaltyChoice(
+        method="elastic-net Cox (scikit-survival CoxnetSurvivalAnalysis, Breslow ties)"
+        if final.alpha > 0
+        else "unpenalised Cox (scikit-survival CoxPHSurvivalAnalysis, Breslow ties)",
+        alpha=final.alpha,
+        l1_ratio=settings.l1_ratio,
+        chosen_by="fixed by the user"
+        if settings.penalty is not None
+        else f"{settings.inner_folds}-fold cross-validated partial likelihood (Verweij-van Houwelingen) on the training data",
+        alpha_path=None if final.alpha_path is None else tuple(map(float, final.alpha_path)),
+        cv_partial_loglik=None
+        if final.cv_partial_loglik is None
+        else tuple(finite_or_none(v) for v in final.cv_partial_loglik),
+        covariates_penalised=False,
+        nonzero_coefficients=int(np.sum(np.abs(final.coef) > 0)),
+    )
+
+
+def _cv_design(settings: RiskSettings, plan: MetricPlan) -> CVDesign:
+    return CVDesign(
+        outer_folds=settings.outer_folds,
+        repeats=settings.cv_repeats,
+        fold_seeds=tuple(settings.seed + r for r in range(settings.cv_repeats)),
+        stratified_by_event=True,
+        penalty_rechosen_in_each_training_fold=settings.penalty is None,
+        inner_folds=settings.inner_folds,
+        n_bootstrap=settings.n_bootstrap_metrics,
+        bootstrap="percentile CI over patients; resamples cycle through the CV repeats' out-of-fold predictions",
+        auc_horizons_years=tuple(plan.horizons),
+        calibration_horizons_years=tuple(plan.calibration_horizons),
+        ibs_times_years=tuple(plan.ibs_times),
+        uno_tau_years=plan.tau,
+        ipcw_censoring="Kaplan-Meier of the censoring times of the whole cohort",
+        calibration_slope="Cox coefficient of out-of-fold log(-log S(t|x)), follow-up censored at t; 1 is ideal",
+        calibration_in_the_large="mean out-of-fold predicted risk at t minus Kaplan-Meier risk at t",
     )
 
 

@@ -1,8 +1,8 @@
 """Kaplan-Meier curves, log-rank tests and group hazard ratios (all computed by lifelines).
 
-Curves are summarised as JSON-ready dicts so that a report can draw them without the original data:
-step times, survival, 95% CI (Greenwood, log-log, lifelines' default), and at-risk / cumulative event
-counts at tick times. Hazard ratios vs the lowest group come from a Cox model on 0/1 group indicators
+Curves are summarised as :class:`~sequoia_clinic.survival.records.KMGroupCurve` records (JSON via
+``to_dict``) so that a report can draw them without the original data: step times, survival, 95% CI
+(Greenwood, log-log, lifelines' default), and at-risk / cumulative event counts at tick times. Hazard ratios vs the lowest group come from a Cox model on 0/1 group indicators
 (Efron ties, lifelines' only choice), with Wald 95% CIs.
 """
 
@@ -16,23 +16,31 @@ import pandas as pd
 from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.statistics import multivariate_logrank_test, pairwise_logrank_test
 
+from sequoia_clinic.survival.records import (
+    HazardRatio,
+    KMGroupCurve,
+    KMPoint,
+    LogRankTest,
+    PairwiseLogRank,
+)
+
 
 def km_fitter(time: np.ndarray, event: np.ndarray, label: str) -> KaplanMeierFitter:
     return KaplanMeierFitter().fit(time, event, label=label)
 
 
-def km_at(fitter: KaplanMeierFitter, horizon: float) -> dict[str, float | None]:
+def km_at(fitter: KaplanMeierFitter, horizon: float) -> KMPoint:
     """KM survival and 95% CI at a horizon (None beyond the last follow-up)."""
     if horizon > float(fitter.durations.max()):
-        return {"time": horizon, "survival": None, "lower": None, "upper": None}
+        return KMPoint(horizon, None, None, None)
     ci = fitter.confidence_interval_survival_function_
     index = int(np.searchsorted(fitter.timeline, horizon, side="right") - 1)
-    return {
-        "time": horizon,
-        "survival": float(fitter.survival_function_.iloc[index, 0]),
-        "lower": float(ci.iloc[index, 0]),
-        "upper": float(ci.iloc[index, 1]),
-    }
+    return KMPoint(
+        time=horizon,
+        survival=float(fitter.survival_function_.iloc[index, 0]),
+        lower=float(ci.iloc[index, 0]),
+        upper=float(ci.iloc[index, 1]),
+    )
 
 
 def counts_at(time: np.ndarray, event: np.ndarray, ticks: Sequence[float]) -> tuple[list[int], list[int]]:
@@ -44,55 +52,53 @@ def counts_at(time: np.ndarray, event: np.ndarray, ticks: Sequence[float]) -> tu
 
 def km_summary(
     time: np.ndarray, event: np.ndarray, label: str, ticks: Sequence[float], horizons: Sequence[float]
-) -> dict:
-    """A JSON-ready KM curve with CIs, counts at ticks and survival at horizons."""
+) -> KMGroupCurve:
+    """A KM curve with CIs, counts at ticks and survival at horizons."""
     fitter = km_fitter(time, event, label)
     ci = fitter.confidence_interval_survival_function_
     at_risk, events = counts_at(time, event, ticks)
-    return {
-        "label": label,
-        "n": int(time.size),
-        "events": int(event.sum()),
-        "times": [float(t) for t in fitter.timeline],
-        "survival": [float(s) for s in fitter.survival_function_.iloc[:, 0]],
-        "lower": [float(s) for s in ci.iloc[:, 0]],
-        "upper": [float(s) for s in ci.iloc[:, 1]],
-        "ticks": [float(t) for t in ticks],
-        "at_risk": at_risk,
-        "cumulative_events": events,
-        "at_horizons": [km_at(fitter, h) for h in horizons],
-    }
+    return KMGroupCurve(
+        label=label,
+        n=int(time.size),
+        events=int(event.sum()),
+        times=tuple(float(t) for t in fitter.timeline),
+        survival=tuple(float(s) for s in fitter.survival_function_.iloc[:, 0]),
+        lower=tuple(float(s) for s in ci.iloc[:, 0]),
+        upper=tuple(float(s) for s in ci.iloc[:, 1]),
+        ticks=tuple(float(t) for t in ticks),
+        at_risk=tuple(at_risk),
+        cumulative_events=tuple(events),
+        at_horizons=tuple(km_at(fitter, h) for h in horizons),
+    )
 
 
-def logrank(time: np.ndarray, event: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def logrank(time: np.ndarray, event: np.ndarray, labels: np.ndarray) -> LogRankTest:
     """Multivariate (k-group) log-rank test."""
     result = multivariate_logrank_test(time, labels, event)
-    return {
-        "test_statistic": float(result.test_statistic),
-        "degrees_of_freedom": int(result.degrees_of_freedom),
-        "p_value": float(result.p_value),
-    }
+    return LogRankTest(
+        test_statistic=float(result.test_statistic),
+        degrees_of_freedom=int(result.degrees_of_freedom),
+        p_value=float(result.p_value),
+    )
 
 
-def pairwise_logrank(time: np.ndarray, event: np.ndarray, labels: np.ndarray) -> list[dict[str, object]]:
+def pairwise_logrank(time: np.ndarray, event: np.ndarray, labels: np.ndarray) -> tuple[PairwiseLogRank, ...]:
     """Log-rank test of every pair of groups (unadjusted p-values)."""
     result = pairwise_logrank_test(time, labels, event)
-    rows = []
-    for (a, b), row in result.summary.iterrows():
-        rows.append(
-            {
-                "group_a": str(a),
-                "group_b": str(b),
-                "test_statistic": float(row["test_statistic"]),
-                "p_value": float(row["p"]),
-            }
+    return tuple(
+        PairwiseLogRank(
+            group_a=str(a),
+            group_b=str(b),
+            test_statistic=float(row["test_statistic"]),
+            p_value=float(row["p"]),
         )
-    return rows
+        for (a, b), row in result.summary.iterrows()
+    )
 
 
 def hazard_ratios_vs_reference(
     time: np.ndarray, event: np.ndarray, labels: np.ndarray, order: Sequence[str]
-) -> list[dict[str, object]]:
+) -> tuple[HazardRatio, ...]:
     """HR (95% CI) of each group vs the first group of ``order``, from one Cox model on indicators.
 
     An HR is not estimable (null, with a note) when its group or the reference has no events (the
@@ -102,10 +108,12 @@ def hazard_ratios_vs_reference(
     """
     reference, others = order[0], [g for g in order[1:] if (labels == g).any()]
     if not others:
-        return []
+        return ()
     events = {g: int(event[labels == g].sum()) for g in [reference, *others]}
     if events[reference] == 0:
-        return [_not_estimable(g, reference, f"reference group '{reference}' has no events") for g in others]
+        return tuple(
+            _not_estimable(g, reference, f"reference group '{reference}' has no events") for g in others
+        )
     fitted = [g for g in others if events[g] > 0]
     rows = {g: _not_estimable(g, reference, f"group '{g}' has no events") for g in others if events[g] == 0}
     if fitted:
@@ -123,27 +131,19 @@ def hazard_ratios_vs_reference(
                 rows[group] = _not_estimable(group, reference, "the Cox fit did not converge")
                 continue
             row = summary.loc[f"g{i}"]
-            rows[group] = {
-                "group": str(group),
-                "reference": str(reference),
-                "hazard_ratio": float(row["exp(coef)"]),
-                "lower": float(row["exp(coef) lower 95%"]),
-                "upper": float(row["exp(coef) upper 95%"]),
-                "p_value": float(row["p"]),
-            }
-    return [rows[g] for g in others]
+            rows[group] = HazardRatio(
+                group=str(group),
+                reference=str(reference),
+                hazard_ratio=float(row["exp(coef)"]),
+                lower=float(row["exp(coef) lower 95%"]),
+                upper=float(row["exp(coef) upper 95%"]),
+                p_value=float(row["p"]),
+            )
+    return tuple(rows[g] for g in others)
 
 
-def _not_estimable(group: str, reference: str, reason: str) -> dict[str, object]:
-    return {
-        "group": str(group),
-        "reference": str(reference),
-        "hazard_ratio": None,
-        "lower": None,
-        "upper": None,
-        "p_value": None,
-        "note": f"not estimable: {reason}",
-    }
+def _not_estimable(group: str, reference: str, reason: str) -> HazardRatio:
+    return HazardRatio(str(group), str(reference), None, None, None, None, note=f"not estimable: {reason}")
 
 
 def tick_times(max_time: float, step: float | None = None) -> list[float]:

@@ -29,6 +29,8 @@ from sksurv.metrics import (
 from sksurv.nonparametric import kaplan_meier_estimator
 from sksurv.util import Surv
 
+from sequoia_clinic.survival.records import MetricSummary, finite_or_none
+
 
 @dataclass(frozen=True)
 class OutOfFold:
@@ -125,8 +127,8 @@ def summarise(
     plan: MetricPlan,
     n_bootstrap: int,
     seed: int,
-) -> dict[str, dict[str, float | int | None]]:
-    """Per metric: mean, SD, min and max over CV repeats, and a bootstrap 95% CI."""
+) -> tuple[tuple[str, MetricSummary], ...]:
+    """Per metric (by name, in the order computed): mean, SD, min and max over CV repeats, bootstrap 95% CI."""
     y_censoring = Surv.from_arrays(event, time)
     per_repeat = [evaluate(time, event, oof, plan, y_censoring) for oof in repeats]
     rng = np.random.default_rng(seed)
@@ -134,24 +136,21 @@ def summarise(
     for b in range(n_bootstrap):
         index = rng.integers(0, time.size, time.size)
         boot.append(evaluate(time, event, repeats[b % len(repeats)], plan, y_censoring, index))
-    result: dict[str, dict[str, float | int | None]] = {}
+    result = []
     for name in per_repeat[0]:
         values = np.array([r[name] for r in per_repeat])
         draws = np.array([r[name] for r in boot])
         draws = draws[np.isfinite(draws)]
-        result[name] = {
-            "mean": _finite_or_none(np.nanmean(values)) if np.isfinite(values).any() else None,
-            "sd_over_repeats": _finite_or_none(np.nanstd(values)) if np.isfinite(values).any() else None,
-            "min_over_repeats": _finite_or_none(np.nanmin(values)) if np.isfinite(values).any() else None,
-            "max_over_repeats": _finite_or_none(np.nanmax(values)) if np.isfinite(values).any() else None,
-            "per_repeat": [_finite_or_none(v) for v in values],
-            "ci_lower": _finite_or_none(np.percentile(draws, 2.5)) if draws.size else None,
-            "ci_upper": _finite_or_none(np.percentile(draws, 97.5)) if draws.size else None,
-            "bootstrap_valid": int(draws.size),
-        }
-    return result
-
-
-def _finite_or_none(value: float) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
+        defined = bool(np.isfinite(values).any())
+        summary = MetricSummary(
+            mean=finite_or_none(np.nanmean(values)) if defined else None,
+            sd_over_repeats=finite_or_none(np.nanstd(values)) if defined else None,
+            min_over_repeats=finite_or_none(np.nanmin(values)) if defined else None,
+            max_over_repeats=finite_or_none(np.nanmax(values)) if defined else None,
+            per_repeat=tuple(finite_or_none(v) for v in values),
+            ci_lower=finite_or_none(np.percentile(draws, 2.5)) if draws.size else None,
+            ci_upper=finite_or_none(np.percentile(draws, 97.5)) if draws.size else None,
+            bootstrap_valid=int(draws.size),
+        )
+        result.append((name, summary))
+    return tuple(result)

@@ -4,7 +4,11 @@ A :class:`RiskModel` holds everything needed to score a patient and to report on
 the calibration data: standardisation, coefficients, the Breslow baseline survival, frozen risk-group
 cut-offs, the training linear-predictor distribution (for the 0-100 score), bootstrap refits (for
 confidence intervals of absolute risk), and the cross-validated performance, Kaplan-Meier curves and
-calibration tables that the model card and the PDF report draw.
+calibration tables that the model card and the PDF report draw. Every section is a typed frozen record
+(:mod:`sequoia_clinic.survival.records`); :meth:`RiskModel.from_dict` checks each one and names the file
+and the key of any malformed value, and ``RiskModel.from_dict(model.to_dict()) == model``. The file's
+``baseline_survival_at`` section is not stored in memory: it is S0 at :data:`RISK_HORIZONS`, recomputed.
+A :class:`PatientRisk` carries one :class:`HorizonRisk` per horizon.
 
 Model:  z = (x - mean) / sd;  lp = z . beta;  S(t | x) = S0(t) ** exp(lp);  risk(t) = 1 - S(t | x).
 Score:  the percentile (0-100) of lp among the calibration cohort's apparent linear predictors.
@@ -28,8 +32,38 @@ import numpy as np
 
 from sequoia_clinic.errors import RiskModelError
 from sequoia_clinic.fileio import write_json_atomic
+from sequoia_clinic.qc import QCCode, QCWarning
+from sequoia_clinic.settings import RiskSettings
 from sequoia_clinic.survival.cox import baseline_at
 from sequoia_clinic.survival.cutoffs import assign_groups
+from sequoia_clinic.survival.records import (
+    BootstrapFit,
+    CalibrationCurve,
+    CrossValidatedKM,
+    ExpressionSource,
+    GroupRule,
+    MalformedRecord,
+    PenaltyChoice,
+    Performance,
+    PHCheck,
+    PredictorRow,
+    SignatureSummary,
+    TrainingSummary,
+    calibration_plot_from_dict,
+    calibration_plot_to_dict,
+    horizon_key,
+    jsonable,
+    read_float,
+    read_floats,
+    read_optional_float,
+    read_optional_str,
+    read_records,
+    read_section,
+    read_str,
+    read_strs,
+    risk_settings_from_dict,
+    risk_settings_to_dict,
+)
 
 FORMAT = "sequoia-clinic/risk-model"
 FORMAT_VERSION = 1
@@ -38,8 +72,23 @@ SCORE_DEFINITION = (
     "score = percentile (0-100) of the patient's linear predictor among the apparent linear predictors "
     "of the calibration cohort (mid-rank for ties); it ranks a patient against that cohort only"
 )
+SD_DEFINITION = "population SD (ddof 0)"
+BASELINE_ESTIMATOR = "Breslow, at lp = 0 (every predictor at its training mean)"
 SCALE_WARNING_FRACTION = 0.5  # more genes than this outside the training range: probably another scale
 MIN_VALID_BOOTSTRAP = 0.9  # share of refits that must estimate S0(t) for a risk CI at t
+
+
+@dataclass(frozen=True)
+class HorizonRisk:
+    """Absolute risk by ``years`` with its 95% CI; ``risk`` None where the model cannot estimate it."""
+
+    years: float
+    risk: float | None
+    ci_lower: float | None = None
+    ci_upper: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"years": self.years, "risk": self.risk, "ci_lower": self.ci_lower, "ci_upper": self.ci_upper}
 
 
 @dataclass(frozen=True)
@@ -50,14 +99,15 @@ class PatientRisk:
     score: float  # 0-100 percentile in the calibration cohort (see SCORE_DEFINITION)
     group: str
     group_index: int
-    risk_5y: float | None
-    risk_5y_ci: tuple[float, float] | None
-    risk_10y: float | None
-    risk_10y_ci: tuple[float, float] | None
+    horizons: tuple[HorizonRisk, ...]  # one per RISK_HORIZONS, by increasing years
     z_scores: dict[str, float] = field(default_factory=dict)
     out_of_range: list[str] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)
+    flags: list[QCWarning] = field(default_factory=list)
     score_definition: str = SCORE_DEFINITION
+
+    def at(self, years: float) -> HorizonRisk | None:
+        """The risk at ``years``, if the model reports that horizon."""
+        return next((h for h in self.horizons if h.years == years), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,20 +116,18 @@ class PatientRisk:
             "score_definition": self.score_definition,
             "group": self.group,
             "group_index": self.group_index,
-            "risk_5y": self.risk_5y,
-            "risk_5y_ci": None if self.risk_5y_ci is None else list(self.risk_5y_ci),
-            "risk_10y": self.risk_10y,
-            "risk_10y_ci": None if self.risk_10y_ci is None else list(self.risk_10y_ci),
+            "horizons": [h.to_dict() for h in self.horizons],
             "z_scores": dict(self.z_scores),
             "out_of_range": list(self.out_of_range),
-            "flags": list(self.flags),
+            "flags": [w.message for w in self.flags],
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RiskModel:
-    """A calibrated Cox risk model. ``info`` holds the audit sections (performance, KM curves, ...)."""
+    """A calibrated Cox risk model: what scoring needs, then the typed audit records of its calibration."""
 
+    # ---- scoring ----------------------------------------------------------------------------------
     signature: str
     genes: tuple[str, ...]
     covariates: tuple[str, ...]
@@ -90,42 +138,41 @@ class RiskModel:
     train_max: tuple[float, ...]
     baseline_times: tuple[float, ...]  # years
     baseline_survival: tuple[float, ...]
-    cutoffs: tuple[float, ...]  # lp scale
-    group_names: tuple[str, ...]
+    groups: GroupRule  # frozen cut-offs (lp scale) and group names
     training_lp: tuple[float, ...]  # sorted apparent linear predictors of the calibration cohort
-    bootstrap_coefficients: tuple[tuple[float, ...], ...] = ()
-    bootstrap_baseline: Mapping[str, tuple[float, ...]] = field(
-        default_factory=dict, hash=False
-    )  # "5" -> S0_b(5)
+    bootstrap: BootstrapFit  # refits for the absolute-risk CIs
     max_follow_up: float = math.inf  # years; no absolute risk after it (nor after the last baseline time)
     time_unit: str = "years"
-    info: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # ---- audit: how it was calibrated and how well it does (model card, report) ----------------------
+    created_by: str
+    signature_details: SignatureSummary
+    endpoint: str
+    cohort: str
+    expression_source: ExpressionSource
+    model_form: str
+    penalty: PenaltyChoice
+    training: TrainingSummary
+    performance: Performance
+    ph_check: PHCheck
+    cross_validated_km: CrossValidatedKM
+    calibration_plot: tuple[CalibrationCurve, ...]
+    predictor_table: tuple[PredictorRow, ...]  # one row per predictor, genes then covariates
+    settings: RiskSettings
+    fit_warnings: tuple[str, ...] = ()  # about the fit itself (e.g. implausibly large coefficients)
+    notes: tuple[str, ...] = ()  # limitations, shown on the model card
 
-    # ---- views used by reports -------------------------------------------------------------------
+    # ---- views --------------------------------------------------------------------------------------
     @property
     def predictors(self) -> tuple[str, ...]:
         return self.genes + self.covariates
 
     @property
-    def training(self) -> dict[str, Any]:
-        return dict(self.info.get("training", {}))
+    def cutoffs(self) -> tuple[float, ...]:
+        return self.groups.cutoffs
 
     @property
-    def performance(self) -> dict[str, Any]:
-        return dict(self.info.get("performance", {}))
-
-    @property
-    def cross_validated_km(self) -> dict[str, Any]:
-        return dict(self.info.get("cross_validated_km", {}))
-
-    @property
-    def predictor_table(self) -> list[dict[str, Any]]:
-        return list(self.info.get("predictors", []))
-
-    @property
-    def fit_warnings(self) -> list[str]:
-        """Warnings about the fit itself (e.g. implausibly large coefficients), stored at calibration."""
-        return [str(w) for w in self.info.get("fit_warnings", [])]
+    def group_names(self) -> tuple[str, ...]:
+        return self.groups.names
 
     def baseline_survival_at(self, t: float) -> float | None:
         """S0(t), or None beyond the longest follow-up of the calibration cohort (never carried forward)."""
@@ -160,14 +207,14 @@ class RiskModel:
     def risk_interval(self, z: np.ndarray, lp: float, t: float) -> tuple[float, float] | None:
         """95% CI of the absolute risk at t from the bootstrap refits (complementary log-log scale)."""
         s0 = self.baseline_survival_at(t)
-        draws = self.bootstrap_baseline.get(f"{t:g}")
-        if s0 is None or draws is None or not self.bootstrap_coefficients:
+        draws = self.bootstrap.draws_at(t)
+        if s0 is None or draws is None or not self.bootstrap.coefficients:
             return None
-        s0_b = np.asarray(draws, dtype=float)
-        valid = np.isfinite(s0_b)  # NaN: that refit's resample ended before t
+        s0_b = np.array([math.nan if s is None else s for s in draws], dtype=float)
+        valid = np.isfinite(s0_b)  # None: that refit's resample ended before t
         if valid.sum() < max(2, MIN_VALID_BOOTSTRAP * s0_b.size):
             return None
-        lp_b = np.asarray(self.bootstrap_coefficients)[valid] @ z
+        lp_b = np.asarray(self.bootstrap.coefficients)[valid] @ z
         eta_b = np.log(-np.log(np.clip(s0_b[valid], 1e-12, 1 - 1e-12))) + lp_b
         eta = math.log(-math.log(_clip(s0))) + lp
         se = float(np.std(eta_b, ddof=1))
@@ -203,7 +250,7 @@ class RiskModel:
     def apply(
         self, expression: Mapping[str, float], covariates: Mapping[str, float] | None = None
     ) -> PatientRisk:
-        """Score one patient: linear predictor, 0-100 score, group, absolute risk at 5 and 10 years (95% CI)."""
+        """Score one patient: linear predictor, 0-100 score, group, absolute risk at RISK_HORIZONS (95% CI)."""
         vector = self._vector(expression, covariates)
         z = (vector - np.asarray(self.means)) / np.asarray(self.sds)
         lp = float(z @ np.asarray(self.coefficients))
@@ -212,17 +259,25 @@ class RiskModel:
             n for n, v, lo, hi in zip(self.predictors, vector, low, high, strict=True) if v < lo or v > hi
         ]
         flags = self._flags(lp, outside)
-        risks = {t: self.absolute_risk(lp, t) for t in RISK_HORIZONS}
-        intervals = {t: self.risk_interval(z, lp, t) for t in RISK_HORIZONS}
+        horizons = []
         for t in RISK_HORIZONS:
-            if risks[t] is None:
+            risk = self.absolute_risk(lp, t)
+            interval = self.risk_interval(z, lp, t) if risk is not None else None
+            horizons.append(HorizonRisk(t, risk, *(interval or (None, None))))
+            if risk is None:
                 flags.append(
-                    f"absolute risk at {t:g} years not estimable: calibration follow-up ends at "
-                    f"{self.follow_up_end:.1f} years"
+                    QCWarning(
+                        QCCode.HORIZON_NOT_ESTIMABLE,
+                        f"absolute risk at {t:g} years not estimable: calibration follow-up ends at "
+                        f"{self.follow_up_end:.1f} years",
+                    )
                 )
-            elif intervals[t] is None and self.bootstrap_coefficients:
+            elif interval is None and self.bootstrap.coefficients:
                 flags.append(
-                    f"95% CI of the {t:g}-year risk not estimable: too few bootstrap refits reach it"
+                    QCWarning(
+                        QCCode.RISK_CI_NOT_ESTIMABLE,
+                        f"95% CI of the {t:g}-year risk not estimable: too few bootstrap refits reach it",
+                    )
                 )
         group_index = self.group_of(lp)
         return PatientRisk(
@@ -230,10 +285,7 @@ class RiskModel:
             score=self.percentile(lp),
             group=self.group_names[group_index],
             group_index=group_index,
-            risk_5y=risks[5.0],
-            risk_5y_ci=intervals[5.0],
-            risk_10y=risks[10.0],
-            risk_10y_ci=intervals[10.0],
+            horizons=tuple(horizons),
             z_scores={name: float(v) for name, v in zip(self.predictors, z, strict=True)},
             out_of_range=outside,
             flags=flags,
@@ -244,20 +296,57 @@ class RiskModel:
         """The longest follow-up of the calibration cohort (years)."""
         return min(self.max_follow_up, self.baseline_times[-1]) if self.baseline_times else self.max_follow_up
 
-    def _flags(self, lp: float, outside: list[str]) -> list[str]:
-        flags = [f"risk model warning: {w}" for w in self.fit_warnings]
+    def _flags(self, lp: float, outside: list[str]) -> list[QCWarning]:
+        flags = [QCWarning(QCCode.RISK_MODEL_FIT, f"risk model warning: {w}") for w in self.fit_warnings]
         if outside:
-            flags.append(f"{len(outside)} of {len(self.predictors)} inputs outside the calibration range")
+            flags.append(
+                QCWarning(
+                    QCCode.INPUTS_OUT_OF_RANGE,
+                    f"{len(outside)} of {len(self.predictors)} inputs outside the calibration range",
+                )
+            )
         if len(outside) > SCALE_WARNING_FRACTION * len(self.predictors):
             flags.append(
-                "most inputs are outside the calibration range: the expression is probably on another scale"
+                QCWarning(
+                    QCCode.INPUTS_ON_OTHER_SCALE,
+                    "most inputs are outside the calibration range: the expression is probably on another scale",
+                )
             )
         if lp < self.training_lp[0] or lp > self.training_lp[-1]:
-            flags.append("linear predictor outside the calibration cohort's range (extrapolation)")
+            flags.append(
+                QCWarning(
+                    QCCode.LINEAR_PREDICTOR_EXTRAPOLATED,
+                    "linear predictor outside the calibration cohort's range (extrapolation)",
+                )
+            )
         return flags
 
     # ---- persistence -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The model file's JSON object (format ``sequoia-clinic/risk-model`` v1)."""
+        audit = {
+            "created_by": self.created_by,
+            "signature": self.signature_details.to_dict(),
+            "endpoint": self.endpoint,
+            "cohort": self.cohort,
+            # 'measured' (RNA assay), 'predicted' (from slides by `predict`) or 'unknown'; `score` warns
+            # unless 'predicted', since a model fitted on one scale is not valid on the other.
+            "expression_source": self.expression_source.value,
+            "model_form": self.model_form,
+            "penalty": self.penalty.to_dict(),
+            "baseline_survival_at": {horizon_key(t): self.baseline_survival_at(t) for t in RISK_HORIZONS},
+            "groups": self.groups.to_dict(),
+            "training": self.training.to_dict(),
+            "performance": self.performance.to_dict(),
+            "ph_check": self.ph_check.to_dict(),
+            "cross_validated_km": self.cross_validated_km.to_dict(),
+            "calibration_plot": calibration_plot_to_dict(self.calibration_plot),
+            "predictors": [row.to_dict() for row in self.predictor_table],
+            "bootstrap_fit": self.bootstrap.to_dict(),
+            "settings": risk_settings_to_dict(self.settings),
+            "fit_warnings": list(self.fit_warnings),
+            "notes": list(self.notes),
+        }
         core = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -267,31 +356,20 @@ class RiskModel:
             "standardisation": {
                 "mean": list(self.means),
                 "sd": list(self.sds),
-                "sd_definition": "population SD (ddof 0)",
+                "sd_definition": SD_DEFINITION,
             },
             "coefficients": dict(zip(self.predictors, self.coefficients, strict=True)),
             "training_range": {"min": list(self.train_min), "max": list(self.train_max)},
             "time_unit": self.time_unit,
             "max_follow_up": self.max_follow_up,
             "baseline_survival": {
-                "estimator": "Breslow, at lp = 0 (every predictor at its training mean)",
+                "estimator": BASELINE_ESTIMATOR,
                 "times": list(self.baseline_times),
                 "survival": list(self.baseline_survival),
             },
-            "groups": {"cutoffs_lp": list(self.cutoffs), "names": list(self.group_names)},
             "score_scale": {"definition": SCORE_DEFINITION, "training_lp_sorted": list(self.training_lp)},
-            "bootstrap_fit": {
-                "coefficients": [list(row) for row in self.bootstrap_coefficients],
-                "baseline_survival_at": {k: list(v) for k, v in self.bootstrap_baseline.items()},
-            },
         }
-        merged = dict(self.info)
-        for key, value in core.items():
-            if isinstance(value, dict) and isinstance(merged.get(key), dict):
-                merged[key] = {**merged[key], **value}
-            else:
-                merged[key] = value
-        return jsonable(merged)
+        return jsonable({**audit, **core})
 
     def save(self, path: Path | str) -> None:
         """Write the model JSON atomically."""
@@ -299,6 +377,8 @@ class RiskModel:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: Path | str | None = None) -> RiskModel:
+        """Read and check a model file's JSON object; any malformed section is a RiskModelError naming
+        ``source`` and the key (e.g. ``performance.metrics.uno_c.mean``)."""
         if data.get("format") != FORMAT:
             raise RiskModelError(
                 "not a sequoia-clinic risk model", source, "Pass a file written by `calibrate`."
@@ -308,42 +388,67 @@ class RiskModel:
                 f"unsupported risk-model version {data.get('format_version')}", source, "Recalibrate."
             )
         try:
-            genes = tuple(data["genes"])
-            covariates = tuple(data["covariates"])
-            predictors = genes + covariates
-            coefficients = tuple(float(data["coefficients"][p]) for p in predictors)
-            boot = data.get("bootstrap_fit", {})
-            model = cls(
-                signature=str(data["signature_name"]),
-                genes=genes,
-                covariates=covariates,
-                means=tuple(map(float, data["standardisation"]["mean"])),
-                sds=tuple(map(float, data["standardisation"]["sd"])),
-                coefficients=coefficients,
-                train_min=tuple(map(float, data["training_range"]["min"])),
-                train_max=tuple(map(float, data["training_range"]["max"])),
-                baseline_times=tuple(map(float, data["baseline_survival"]["times"])),
-                baseline_survival=tuple(map(float, data["baseline_survival"]["survival"])),
-                cutoffs=tuple(map(float, data["groups"]["cutoffs_lp"])),
-                group_names=tuple(map(str, data["groups"]["names"])),
-                training_lp=tuple(map(float, data["score_scale"]["training_lp_sorted"])),
-                bootstrap_coefficients=tuple(tuple(map(float, row)) for row in boot.get("coefficients", [])),
-                bootstrap_baseline={
-                    k: tuple(math.nan if s is None else float(s) for s in v)
-                    for k, v in boot.get("baseline_survival_at", {}).items()
-                },
-                max_follow_up=float(data.get("max_follow_up") or math.inf),
-                time_unit=str(data["time_unit"]),
-                info=dict(data),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
+            model = cls._read(data)
+        except MalformedRecord as exc:
             raise RiskModelError(
-                f"malformed risk model ({type(exc).__name__}: {exc})", source, "Recalibrate."
+                f"malformed risk model: '{exc.where}' {exc.expected}", source, "Recalibrate."
             ) from None
         model.validate(source)
         return model
 
+    @classmethod
+    def _read(cls, data: Mapping[str, Any]) -> RiskModel:
+        genes = read_strs(data, "genes", "")
+        covariates = read_strs(data, "covariates", "")
+        coefficients = read_section(data, "coefficients", "")
+        standardisation = read_section(data, "standardisation", "")
+        training_range = read_section(data, "training_range", "")
+        baseline = read_section(data, "baseline_survival", "")
+        score_scale = read_section(data, "score_scale", "")
+        # files written before expression sources were recorded: unknown
+        expression_source = read_optional_str(data, "expression_source", "") or ExpressionSource.UNKNOWN.value
+        if expression_source not in {s.value for s in ExpressionSource}:
+            raise MalformedRecord("expression_source", "must be measured, predicted or unknown")
+        return cls(
+            signature=read_str(data, "signature_name", ""),
+            genes=genes,
+            covariates=covariates,
+            means=read_floats(standardisation, "mean", "standardisation"),
+            sds=read_floats(standardisation, "sd", "standardisation"),
+            coefficients=tuple(read_float(coefficients, p, "coefficients") for p in genes + covariates),
+            train_min=read_floats(training_range, "min", "training_range"),
+            train_max=read_floats(training_range, "max", "training_range"),
+            baseline_times=read_floats(baseline, "times", "baseline_survival"),
+            baseline_survival=read_floats(baseline, "survival", "baseline_survival"),
+            groups=GroupRule.from_dict(read_section(data, "groups", ""), "groups"),
+            training_lp=read_floats(score_scale, "training_lp_sorted", "score_scale"),
+            bootstrap=BootstrapFit.from_dict(read_section(data, "bootstrap_fit", ""), "bootstrap_fit"),
+            max_follow_up=read_optional_float(data, "max_follow_up", "") or math.inf,
+            time_unit=read_str(data, "time_unit", ""),
+            created_by=read_str(data, "created_by", ""),
+            signature_details=SignatureSummary.from_dict(read_section(data, "signature", ""), "signature"),
+            endpoint=read_str(data, "endpoint", ""),
+            cohort=read_str(data, "cohort", ""),
+            expression_source=ExpressionSource(expression_source),
+            model_form=read_str(data, "model_form", ""),
+            penalty=PenaltyChoice.from_dict(read_section(data, "penalty", ""), "penalty"),
+            training=TrainingSummary.from_dict(read_section(data, "training", ""), "training"),
+            performance=Performance.from_dict(read_section(data, "performance", ""), "performance"),
+            ph_check=PHCheck.from_dict(read_section(data, "ph_check", ""), "ph_check"),
+            cross_validated_km=CrossValidatedKM.from_dict(
+                read_section(data, "cross_validated_km", ""), "cross_validated_km"
+            ),
+            calibration_plot=calibration_plot_from_dict(
+                read_section(data, "calibration_plot", ""), "calibration_plot"
+            ),
+            predictor_table=read_records(data, "predictors", "", PredictorRow.from_dict),
+            settings=risk_settings_from_dict(read_section(data, "settings", ""), "settings"),
+            fit_warnings=read_strs(data, "fit_warnings", "") if "fit_warnings" in data else (),
+            notes=read_strs(data, "notes", ""),
+        )
+
     def validate(self, source: Path | str | None = None) -> None:
+        """Consistency of the parts (lengths, units, a non-increasing baseline); RiskModelError naming source."""
         n = len(self.predictors)
         lengths = {
             len(self.means),
@@ -354,14 +459,24 @@ class RiskModel:
         }
         if lengths != {n}:
             raise RiskModelError("predictor arrays have inconsistent lengths", source, "Recalibrate.")
+        if tuple(row.name for row in self.predictor_table) != self.predictors:
+            raise RiskModelError(
+                "the predictor table does not list the model's predictors", source, "Recalibrate."
+            )
         if len(self.group_names) != len(self.cutoffs) + 1:
             raise RiskModelError("group names do not match the cut-offs", source, "Recalibrate.")
         if self.time_unit != "years":
             raise RiskModelError(f"time unit '{self.time_unit}' (expected years)", source, "Recalibrate.")
         if not self.training_lp or any(s <= 0 for s in self.sds):
             raise RiskModelError("empty score scale or zero SDs", source, "Recalibrate.")
+        if len(self.baseline_times) != len(self.baseline_survival):
+            raise RiskModelError("baseline times and survival differ in length", source, "Recalibrate.")
         if any(np.diff(self.baseline_survival) > 1e-12):
             raise RiskModelError("baseline survival increases with time", source, "Recalibrate.")
+        if any(len(row) != n for row in self.bootstrap.coefficients):
+            raise RiskModelError(
+                "bootstrap refits have the wrong number of coefficients", source, "Recalibrate."
+            )
 
     @classmethod
     def load(cls, path: Path | str) -> RiskModel:
@@ -385,19 +500,3 @@ def _cloglog_survival(eta: float) -> float:
     """exp(-exp(eta)), without overflow for the huge linear predictors of a separated fit."""
     with np.errstate(over="ignore"):
         return float(np.exp(-np.exp(np.float64(eta))))
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON types: numpy scalars/arrays converted, NaN/inf -> None."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | np.ndarray):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, bool | np.bool_):
-        return bool(obj)
-    if isinstance(obj, int | np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    return obj

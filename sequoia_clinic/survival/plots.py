@@ -1,8 +1,8 @@
 """Matplotlib drawings shared by the model card, ``stratify`` and the PDF report (Agg backend only).
 
-Kaplan-Meier curves are drawn from the JSON-ready summaries of :mod:`sequoia_clinic.survival.km` (step
-survival, 95% CI band, at-risk and cumulative-event counts at tick times) rather than from lifelines
-fitter objects, so the same function can redraw a model's stored curves without any patient data;
+Kaplan-Meier curves are drawn from the :class:`~sequoia_clinic.survival.records.KMGroupCurve` records of
+:mod:`sequoia_clinic.survival.km` (step survival, 95% CI band, at-risk and cumulative-event counts at tick
+times) rather than from lifelines fitter objects, so the same function can redraw a model's stored curves without any patient data;
 lifelines' ``add_at_risk_counts`` only works on fitted objects, hence the small hand-written table.
 """
 
@@ -18,12 +18,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from sequoia_clinic.survival.records import CalibrationCurve, KMGroupCurve, horizon_key  # noqa: E402
+
 GROUP_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02")
 
 
 def draw_km(
     ax: Axes,
-    curves: Sequence[dict],
+    curves: Sequence[KMGroupCurve],
     endpoint: str = "event",
     x_max: float | None = None,
     title: str | None = None,
@@ -32,12 +34,10 @@ def draw_km(
     """KM curves with 95% CI bands and an at-risk / events table under the axis."""
     for i, curve in enumerate(curves):
         colour = GROUP_COLOURS[i % len(GROUP_COLOURS)]
-        label = f"{curve['label']} (n={curve['n']}, events={curve['events']})"
-        ax.step(curve["times"], curve["survival"], where="post", color=colour, label=label, lw=1.6)
-        ax.fill_between(
-            curve["times"], curve["lower"], curve["upper"], step="post", color=colour, alpha=0.15, lw=0
-        )
-    ticks = list(curves[0]["ticks"]) if curves else []
+        label = f"{curve.label} (n={curve.n}, events={curve.events})"
+        ax.step(curve.times, curve.survival, where="post", color=colour, label=label, lw=1.6)
+        ax.fill_between(curve.times, curve.lower, curve.upper, step="post", color=colour, alpha=0.15, lw=0)
+    ticks = list(curves[0].ticks) if curves else []
     if x_max is None:
         x_max = ticks[-1] if ticks else None
     if x_max:
@@ -54,7 +54,7 @@ def draw_km(
         _at_risk_table(ax, curves, ticks)
 
 
-def _at_risk_table(ax: Axes, curves: Sequence[dict], ticks: Sequence[float]) -> None:
+def _at_risk_table(ax: Axes, curves: Sequence[KMGroupCurve], ticks: Sequence[float]) -> None:
     """Rows 'group: at risk (events)' under the x axis, aligned with the ticks."""
     transform = ax.get_xaxis_transform()
     ax.text(
@@ -72,30 +72,32 @@ def _at_risk_table(ax: Axes, curves: Sequence[dict], ticks: Sequence[float]) -> 
         ax.text(
             -0.07,
             y,
-            curve["label"],
+            curve.label,
             transform=ax.transAxes,
             fontsize=6.5,
             ha="right",
             va="top",
             color=GROUP_COLOURS[(r - 1) % len(GROUP_COLOURS)],
         )
-        for tick, n, e in zip(ticks, curve["at_risk"], curve["cumulative_events"], strict=True):
+        for tick, n, e in zip(ticks, curve.at_risk, curve.cumulative_events, strict=True):
             ax.text(tick, y, f"{n} ({e})", transform=transform, fontsize=6.5, ha="center", va="top")
 
 
-def draw_calibration(ax: Axes, tables: dict[str, list[dict]], endpoint: str = "event") -> None:
+def draw_calibration(ax: Axes, tables: Sequence[CalibrationCurve], endpoint: str = "event") -> None:
     """Out-of-fold predicted vs Kaplan-Meier observed risk (95% CI) per predicted-risk bin, per horizon."""
     top = 0.05
-    for i, (horizon, rows) in enumerate(sorted(tables.items(), key=lambda kv: float(kv[0]))):
+    for i, table in enumerate(sorted(tables, key=lambda t: t.years)):
         colour = GROUP_COLOURS[i % len(GROUP_COLOURS)]
-        x = [r["predicted"] for r in rows]
-        y = [r["observed"] for r in rows]
+        rows = table.bins
+        x = [r.predicted for r in rows]
+        y = [r.observed for r in rows]
         err = [
-            [max(r["observed"] - r["observed_lower"], 0) for r in rows],
-            [max(r["observed_upper"] - r["observed"], 0) for r in rows],
+            [max(r.observed - r.observed_lower, 0) for r in rows],
+            [max(r.observed_upper - r.observed, 0) for r in rows],
         ]
-        ax.errorbar(x, y, yerr=err, fmt="o-", color=colour, ms=4, lw=1, capsize=2, label=f"{horizon} years")
-        top = max(top, *x, *[r["observed_upper"] for r in rows])
+        label = f"{horizon_key(table.years)} years"
+        ax.errorbar(x, y, yerr=err, fmt="o-", color=colour, ms=4, lw=1, capsize=2, label=label)
+        top = max(top, *x, *[r.observed_upper for r in rows])
     top = min(1.0, top * 1.05)
     ax.plot([0, top], [0, top], ls="--", color="grey", lw=0.8, label="ideal")
     ax.set_xlim(0, top)

@@ -3,7 +3,10 @@ group and the C-index of the continuous score, written as figures (PNG + PDF), C
 
 Groups come from (a) a group column, (b) a continuous risk column cut by user cut-offs or a quantile
 split (exploratory: sample-dependent), or (c) a risk model: its linear predictor (computed from the
-table's gene columns, or read from ``--risk-col``) cut at the model's frozen cut-offs.
+table's gene columns, or read from the risk column) cut at the model's frozen cut-offs.
+
+:func:`stratify` analyses a table already read; :func:`stratify_table` is the whole ``stratify`` run of a
+:class:`StratifyRequest` (check, read the table and model, analyse, write every output atomically).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from lifelines.utils import concordance_index
 from sequoia_clinic.errors import OptionError, TableError
 from sequoia_clinic.fileio import atomic_dir
 from sequoia_clinic.survival import cohort as cohort_io
+from sequoia_clinic.survival.cohort import check_time_unit
 from sequoia_clinic.survival.cutoffs import QUANTILE_METHODS, CutoffSpec, assign_groups
 from sequoia_clinic.survival.km import (
     display_limit,
@@ -32,8 +36,15 @@ from sequoia_clinic.survival.km import (
     pairwise_logrank,
     tick_times,
 )
-from sequoia_clinic.survival.model import RiskModel, jsonable
+from sequoia_clinic.survival.model import RiskModel
 from sequoia_clinic.survival.plots import draw_km, new_figure, render_figure
+from sequoia_clinic.survival.records import (
+    HazardRatio,
+    KMGroupCurve,
+    LogRankTest,
+    PairwiseLogRank,
+    jsonable,
+)
 
 KNOWN_ORDERS = (
     ("low", "intermediate", "high"),
@@ -49,6 +60,17 @@ SCORE_SPREAD_FACTOR = 10.0
 
 
 @dataclass(frozen=True)
+class CIndex:
+    """Harrell's C of the continuous score (or the group order) and what it was computed of."""
+
+    harrell_c: float
+    of: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"harrell_c": self.harrell_c, "of": self.of}
+
+
+@dataclass(frozen=True)
 class StratifyResult:
     """Everything ``stratify`` reports (times in years)."""
 
@@ -57,13 +79,13 @@ class StratifyResult:
     order: tuple[str, ...]
     n: int
     events: int
-    curves: list[dict] = field(default_factory=list)
-    logrank: dict | None = None
-    pairwise: list[dict] = field(default_factory=list)
-    hazard_ratios: list[dict] = field(default_factory=list)
-    c_index: dict = field(default_factory=dict)
-    display_limit_years: float = 0.0
-    notes: list[str] = field(default_factory=list)
+    curves: tuple[KMGroupCurve, ...]
+    logrank: LogRankTest | None  # None with a single group
+    pairwise: tuple[PairwiseLogRank, ...]
+    hazard_ratios: tuple[HazardRatio, ...]
+    c_index: CIndex
+    display_limit_years: float
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,25 +94,51 @@ class StratifyResult:
             "group_order": list(self.order),
             "n": self.n,
             "events": self.events,
-            "logrank": self.logrank,
-            "pairwise_logrank": self.pairwise,
-            "hazard_ratios_vs_lowest": self.hazard_ratios,
-            "c_index": self.c_index,
+            "logrank": None if self.logrank is None else self.logrank.to_dict(),
+            "pairwise_logrank": [p.to_dict() for p in self.pairwise],
+            "hazard_ratios_vs_lowest": [h.to_dict() for h in self.hazard_ratios],
+            "c_index": self.c_index.to_dict(),
             "display_limit_years": self.display_limit_years,
-            "notes": self.notes,
-            "curves": self.curves,
+            "notes": list(self.notes),
+            "curves": [c.to_dict() for c in self.curves],
         }
 
 
-def infer_order(labels: Sequence[str], given: Sequence[str] | None = None) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class StratifyRequest:
+    """One ``stratify`` run: the cohort table, one way of grouping it, and the output folder."""
+
+    table: Path  # CSV or Parquet, one row per patient
+    out_dir: Path
+    time_col: str
+    event_col: str
+    time_unit: str = "years"  # days, months or years
+    risk_col: str | None = None  # continuous score (higher = worse); with model: its linear predictor
+    group_col: str | None = None
+    model: Path | None = None  # a risk-model JSON: its frozen cut-offs
+    cutoffs: CutoffSpec | None = None  # for risk_col without a model; None: tertiles
+    group_order: tuple[str, ...] = ()  # group_col values, lowest risk first; () = inferred
+    endpoint: str = "event"
+
+
+@dataclass(frozen=True)
+class StratifyOutcome:
+    """The analysis and the files written into the output folder."""
+
+    result: StratifyResult
+    files: tuple[Path, ...]
+
+
+def infer_order(labels: Sequence[str] | np.ndarray, given: Sequence[str] | None = None) -> tuple[str, ...]:
     """Group order (lowest risk first): given, a known vocabulary, numeric, or alphabetical."""
     present = sorted(set(labels))
     if given:
         unknown = sorted(set(present) - set(given))
         if unknown:  # counts only: the values themselves could identify patients
             raise OptionError(
-                f"--group-order lacks {len(unknown)} of the {len(present)} group(s) in the group column",
+                f"lacks {len(unknown)} of the {len(present)} group(s) in the group column",
                 fix="List every value of the group column, lowest risk first.",
+                option="group_order",
             )
         return tuple(g for g in given if g in present)
     for vocabulary in KNOWN_ORDERS:
@@ -170,12 +218,7 @@ def stratify(
     path: Path | None = None,
 ) -> StratifyResult:
     """Stratify a cohort table into risk groups and compare their survival."""
-    if group_col and (risk_col or model):
-        raise OptionError(
-            "--group-col cannot be combined with --risk-col or --model", fix="Pass one way of grouping."
-        )
-    if not (group_col or risk_col or model):
-        raise OptionError("no grouping given", fix="Pass --risk-col, --group-col or --model.")
+    check_grouping(group_col, risk_col, model is not None)
     survival = cohort_io.survival_data(frame, time_col, event_col, time_unit, path, min_events=1)
     time, event = survival.time, survival.event
     score: np.ndarray | None
@@ -194,15 +237,17 @@ def stratify(
                 else _model_lp(frame, model, path)
             )
             cut, names = model.cutoffs, model.group_names
-            grouping = f"risk model '{model.signature}': frozen cut-offs ({model.info.get('groups', {}).get('description', 'stored')})"
+            grouping = f"risk model '{model.signature}': frozen cut-offs ({model.groups.description})"
             c_source = f"linear predictor of model '{model.signature}'"
         else:
             spec = cutoffs or CutoffSpec("tertiles")
             if spec.method == "user" and spec.scale != "lp":
                 raise OptionError(
-                    "without --model, cut-offs apply to the risk column's own scale",
-                    fix="Drop --cutoff-scale.",
+                    "without a risk model, cut-offs apply to the risk column's own scale",
+                    fix="Drop the cut-off scale.",
+                    option="cutoff_scale",
                 )
+            assert risk_col is not None  # check_grouping: neither a group column nor a model
             score = _risk_values(frame, risk_col, path)
             quantiles = () if spec.method == "user" else QUANTILE_METHODS[spec.method]
             cut = (
@@ -224,7 +269,7 @@ def stratify(
         order = tuple(n for n in names if (labels == n).any())
     limit = display_limit(time)
     ticks = tick_times(limit)
-    curves = [km_summary(time[labels == g], event[labels == g], g, ticks, HORIZONS) for g in order]
+    curves = tuple(km_summary(time[labels == g], event[labels == g], g, ticks, HORIZONS) for g in order)
     several = len(order) > 1
     hazard_ratios = hazard_ratios_vs_reference(time, event, labels, order)
     return StratifyResult(
@@ -235,17 +280,31 @@ def stratify(
         events=survival.n_events,
         curves=curves,
         logrank=logrank(time, event, labels) if several else None,
-        pairwise=pairwise_logrank(time, event, labels) if several else [],
+        pairwise=pairwise_logrank(time, event, labels) if several else (),
         hazard_ratios=hazard_ratios,
-        c_index={"harrell_c": float(concordance_index(time, -score, event)), "of": c_source},
+        c_index=CIndex(float(concordance_index(time, -score, event)), c_source),
         display_limit_years=limit,
-        notes=_notes(model, quantile_split)
-        + [
-            f"hazard ratio of '{hr['group']}' vs '{hr['reference']}' {hr['note']}"
-            for hr in hazard_ratios
-            if "note" in hr
-        ],
+        notes=(
+            *_notes(model, quantile_split),
+            *(
+                f"hazard ratio of '{hr.group}' vs '{hr.reference}' {hr.note}"
+                for hr in hazard_ratios
+                if hr.note is not None
+            ),
+        ),
     )
+
+
+def check_grouping(group_col: str | None, risk_col: str | None, has_model: bool) -> None:
+    """Exactly one way of grouping: a group column, or a risk column and/or a risk model."""
+    if group_col and (risk_col or has_model):
+        raise OptionError(
+            "cannot be combined with a risk column or a risk model",
+            fix="Pass one way of grouping.",
+            option="group_col",
+        )
+    if not (group_col or risk_col or has_model):
+        raise OptionError("no grouping given", fix="Pass a risk column, a group column or a risk model.")
 
 
 def _notes(model: RiskModel | None, quantile_split: bool) -> list[str]:
@@ -263,7 +322,7 @@ def _notes(model: RiskModel | None, quantile_split: bool) -> list[str]:
     return notes
 
 
-def _csv(rows: list[dict], columns: Sequence[str]) -> str:
+def _csv(rows: list[dict[str, object]], columns: Sequence[str]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -271,63 +330,61 @@ def _csv(rows: list[dict], columns: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def figures_rows(result: StratifyResult) -> list[dict]:
-    """Every number of the analysis as long-format rows (section, group, comparison, statistic, value, CI, p)."""
-    rows: list[dict] = [
+def figures_rows(result: StratifyResult) -> list[dict[str, object]]:
+    """Every number of the analysis as long-format CSV rows (section, group, comparison, statistic, value, CI, p)."""
+    rows: list[dict[str, object]] = [
         {"section": "cohort", "statistic": "n", "value": result.n},
         {"section": "cohort", "statistic": "events", "value": result.events},
         {
             "section": "c_index",
-            "statistic": f"harrell_c of {result.c_index['of']}",
-            "value": result.c_index["harrell_c"],
+            "statistic": f"harrell_c of {result.c_index.of}",
+            "value": result.c_index.harrell_c,
         },
     ]
     for curve in result.curves:
-        rows.append({"section": "group", "group": curve["label"], "statistic": "n", "value": curve["n"]})
-        rows.append(
-            {"section": "group", "group": curve["label"], "statistic": "events", "value": curve["events"]}
-        )
-        for h in curve["at_horizons"]:
+        rows.append({"section": "group", "group": curve.label, "statistic": "n", "value": curve.n})
+        rows.append({"section": "group", "group": curve.label, "statistic": "events", "value": curve.events})
+        for h in curve.at_horizons:
             rows.append(
                 {
                     "section": "group",
-                    "group": curve["label"],
-                    "statistic": f"km_survival_{h['time']:g}y",
-                    "value": h["survival"],
-                    "lower": h["lower"],
-                    "upper": h["upper"],
+                    "group": curve.label,
+                    "statistic": f"km_survival_{h.time:g}y",
+                    "value": h.survival,
+                    "lower": h.lower,
+                    "upper": h.upper,
                 }
             )
     if result.logrank:
         rows.append(
             {
                 "section": "logrank",
-                "statistic": f"chi2 ({result.logrank['degrees_of_freedom']} df)",
-                "value": result.logrank["test_statistic"],
-                "p_value": result.logrank["p_value"],
+                "statistic": f"chi2 ({result.logrank.degrees_of_freedom} df)",
+                "value": result.logrank.test_statistic,
+                "p_value": result.logrank.p_value,
             }
         )
     for pair in result.pairwise:
         rows.append(
             {
                 "section": "pairwise_logrank",
-                "comparison": f"{pair['group_a']} vs {pair['group_b']}",
+                "comparison": f"{pair.group_a} vs {pair.group_b}",
                 "statistic": "chi2 (1 df)",
-                "value": pair["test_statistic"],
-                "p_value": pair["p_value"],
+                "value": pair.test_statistic,
+                "p_value": pair.p_value,
             }
         )
     for hr in result.hazard_ratios:
         rows.append(
             {
                 "section": "hazard_ratio",
-                "group": hr["group"],
-                "comparison": f"{hr['group']} vs {hr['reference']}",
+                "group": hr.group,
+                "comparison": f"{hr.group} vs {hr.reference}",
                 "statistic": "hazard_ratio",
-                "value": hr["hazard_ratio"],
-                "lower": hr["lower"],
-                "upper": hr["upper"],
-                "p_value": hr["p_value"],
+                "value": hr.hazard_ratio,
+                "lower": hr.lower,
+                "upper": hr.upper,
+                "p_value": hr.p_value,
             }
         )
     return rows
@@ -336,7 +393,7 @@ def figures_rows(result: StratifyResult) -> list[dict]:
 def km_figure(result: StratifyResult) -> dict[str, bytes]:
     fig = new_figure(7.0, 5.6)
     ax = fig.add_axes((0.2, 0.36, 0.75, 0.56))
-    p = f"log-rank p = {result.logrank['p_value']:.2g}" if result.logrank else "one group"
+    p = f"log-rank p = {result.logrank.p_value:.2g}" if result.logrank else "one group"
     draw_km(ax, result.curves, result.endpoint, title=f"Kaplan-Meier by risk group ({p}; 95% CI bands)")
     return render_figure(fig)
 
@@ -345,14 +402,14 @@ def write_outputs(result: StratifyResult, out_dir: Path) -> list[Path]:
     """Write km.png, km.pdf, km_curves.csv, at_risk.csv, stratify_figures.csv and stratify.json atomically."""
     figure = km_figure(result)
     curve_rows = [
-        {"group": c["label"], "time_years": t, "survival": s, "lower": lo, "upper": hi}
+        {"group": c.label, "time_years": t, "survival": s, "lower": lo, "upper": hi}
         for c in result.curves
-        for t, s, lo, hi in zip(c["times"], c["survival"], c["lower"], c["upper"], strict=True)
+        for t, s, lo, hi in zip(c.times, c.survival, c.lower, c.upper, strict=True)
     ]
     risk_rows = [
-        {"group": c["label"], "time_years": t, "at_risk": n, "cumulative_events": e}
+        {"group": c.label, "time_years": t, "at_risk": n, "cumulative_events": e}
         for c in result.curves
-        for t, n, e in zip(c["ticks"], c["at_risk"], c["cumulative_events"], strict=True)
+        for t, n, e in zip(c.ticks, c.at_risk, c.cumulative_events, strict=True)
     ]
     files = {
         "km.png": figure["png"],
@@ -369,3 +426,35 @@ def write_outputs(result: StratifyResult, out_dir: Path) -> list[Path]:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
     return [Path(out_dir) / name for name in files]
+
+
+def stratify_table(request: StratifyRequest) -> StratifyOutcome:
+    """The whole ``stratify`` run: check the request, read the table (and model), analyse, write outputs."""
+    check_time_unit(request.time_unit)
+    check_grouping(request.group_col, request.risk_col, request.model is not None)
+    if request.out_dir.exists() and not request.out_dir.is_dir():
+        raise OptionError(
+            f"{request.out_dir} exists and is not a folder", fix="Pass a folder path.", option="out_dir"
+        )
+    if request.model is not None and request.cutoffs is not None:
+        raise OptionError(
+            "do not apply with a risk model: it has frozen cut-offs",
+            fix="Drop the cut-offs, the quantile split and the group names.",
+            option="cutoffs",
+        )
+    model = RiskModel.load(request.model) if request.model is not None else None
+    frame = cohort_io.read_table(request.table)
+    result = stratify(
+        frame,
+        time_col=request.time_col,
+        event_col=request.event_col,
+        time_unit=request.time_unit,
+        risk_col=request.risk_col,
+        group_col=request.group_col,
+        model=model,
+        cutoffs=request.cutoffs,
+        group_order=request.group_order or None,
+        endpoint=request.endpoint,
+        path=request.table,
+    )
+    return StratifyOutcome(result, tuple(write_outputs(result, request.out_dir)))
