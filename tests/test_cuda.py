@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from sequoia_clinic.encoders import ENCODERS, array_batches, extract_features, random_encoder
-from sequoia_clinic.pipeline.predict import run_inference
-from sequoia_clinic.settings import Settings
+from sequoia_clinic.pipeline.predict import PredictRequest, load_folds, run_prediction
+from sequoia_clinic.settings import Device, Precision, Settings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -39,7 +39,9 @@ def test_gpu_features_match_the_cpu_reference(precision):
 
 def test_predict_on_the_gpu(cmu_svs, demo_bundle):
     bundle = demo_bundle
-    cpu = run_inference(cmu_svs, bundle, Settings(precision="fp32"))
-    gpu = run_inference(cmu_svs, bundle, Settings(device="cuda"))
+    runs = []
+    for settings in (Settings(precision=Precision.FP32), Settings(device=Device.CUDA)):
+        runs.append(run_prediction(PredictRequest(cmu_svs), bundle, load_folds(bundle, settings), settings))
+    cpu, gpu = runs
     assert gpu.device.startswith("cuda") and gpu.expression.shape == (20820,)
     assert np.corrcoef(cpu.expression, gpu.expression)[0, 1] > 0.999

@@ -37,11 +37,11 @@ class PatientOptions:
 def check_patient_options(options: PatientOptions) -> None:
     """Validate the user's patient fields before any work (messages never repeat the values)."""
     if options.birth_date is not None and not _is_iso_date(options.birth_date):
-        raise OptionError("--birth-date is not a valid date", fix="Pass it as YYYY-MM-DD.")
+        raise OptionError("not a valid date", fix="Pass it as YYYY-MM-DD.", option="birth_date")
     if options.sex is not None and options.sex.strip().upper() not in SEX_VALUES:
-        raise OptionError("--sex is not one of F, M, O", fix="Pass F, M or O.")
+        raise OptionError("not one of F, M, O", fix="Pass F, M or O.", option="sex")
     if options.accession is not None and len(options.accession) > 16:
-        raise OptionError("--accession is longer than 16 characters (the DICOM limit)", fix="Shorten it.")
+        raise OptionError("longer than 16 characters (the DICOM limit)", fix="Shorten it.", option="accession")
 
 
 def _is_iso_date(text: str) -> bool:
