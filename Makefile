@@ -17,8 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/sequoia-clinic demo
 
-test: $(STAMP)
-	$(BIN)/ruff check sequoia_clinic tests benches
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -26,9 +25,11 @@ bench: $(STAMP)
 	$(BIN)/python benches/bench_encoder.py
 	$(BIN)/python benches/bench_precision.py
 
+# Static checks, run first by `make test` (and so by CI): lint, formatting, types.
 lint: $(STAMP)
 	$(BIN)/ruff check sequoia_clinic tests benches
 	$(BIN)/ruff format --check sequoia_clinic tests benches
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
