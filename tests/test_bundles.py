@@ -20,6 +20,7 @@ from sequoia_clinic.bundles import (
     load_bundle,
     load_bundle_encoder,
     load_bundle_ensemble,
+    parse_bundle,
     scan_bundles,
     verify_bundle,
 )
@@ -200,6 +201,7 @@ def test_import_builds_a_bundle_that_verifies(tmp_path):
     assert bundle.cancer == "brca" and bundle.trained is True
     assert [f.fold for f in bundle.folds] == [0, 1]
     assert bundle.genes == ("ESR1", "ERBB2", "MKI67", "PGR", "AURKA")
+    assert bundle.preprocessing.tile_order == "reference"  # published SEQUOIA weights: the reference's tiles
     assert "device" not in json.loads((bundle.path / "manifest.json").read_text())["aggregator"]["config"]
     assert verify_bundle(bundle.path).ok
     # the bundle's ensemble = the mean of the source checkpoints, each loaded independently
@@ -214,6 +216,38 @@ def test_import_builds_a_bundle_that_verifies(tmp_path):
     torch.testing.assert_close(
         torch.from_numpy(mean).float(), torch.stack(outputs).mean(0), atol=1e-5, rtol=1e-5
     )
+
+
+def test_import_with_symlink_links_the_encoder_and_keeps_the_inside_check(tmp_path):
+    encoder = _encoder_file(tmp_path)
+    bundle = import_bundle(
+        "brca-linked",
+        _checkpoints(tmp_path / "hub"),
+        encoder,
+        tmp_path / "models",
+        encoder="demo-vit",
+        genes_csv=_genes(tmp_path),
+        symlink_encoder=True,
+    )
+    link = bundle.path / bundle.encoder_weights.file
+    assert link.is_symlink() and link.resolve() == encoder.resolve()
+    assert verify_bundle(bundle.path).ok
+    # the same link in a manifest the importer did not make (no provenance flag) is refused
+    manifest = bundle.path / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["provenance"]["encoder_symlinked"] = False
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="lies outside the bundle folder"):
+        parse_bundle(bundle.path)
+    # and a linked fold weights file is refused even with the flag
+    data["provenance"]["encoder_symlinked"] = True
+    manifest.write_text(json.dumps(data))
+    fold = bundle.path / bundle.folds[0].weights.file
+    outside = tmp_path / "elsewhere.safetensors"
+    fold.rename(outside)
+    fold.symlink_to(outside)
+    with pytest.raises(BundleError, match="lies outside the bundle folder"):
+        parse_bundle(bundle.path)
 
 
 def test_import_refuses_inconsistent_inputs(tmp_path):

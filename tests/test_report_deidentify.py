@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from example_report import EXAMPLE_PATIENT, example_report_data
 from pypdf import PdfReader
 
 from sequoia_clinic.report import render_report_pdf_bytes, result_dict
@@ -23,7 +24,6 @@ from sequoia_clinic.report.deidentify import (
     pseudonymise,
 )
 from sequoia_clinic.report.dicom import StudyInfo, read_encapsulated_pdf, write_encapsulated_pdf
-from sequoia_clinic.report.example import EXAMPLE_PATIENT, example_report_data
 from sequoia_clinic.settings import ReportSettings
 
 KEY = b"site-secret"

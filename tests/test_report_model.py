@@ -7,10 +7,11 @@ import math
 from pathlib import Path
 
 import pytest
+from example_report import example_report_data
 
 from sequoia_clinic.errors import ReportError
+from sequoia_clinic.qc import QCCode, QCWarning
 from sequoia_clinic.report import AbsoluteRisk, GeneRow, SignatureResult, content, make_report_id
-from sequoia_clinic.report.example import example_report_data
 from sequoia_clinic.report.templates import default_templates_dir, load_report_text
 
 
@@ -61,15 +62,17 @@ def test_plain_sentence_and_formatting(text) -> None:
     assert (
         content.percent(0.1234) == "12%" and content.percent(0.004) == "0.4%" and content.percent(None) == "–"
     )
-    assert content.risk_with_ci(AbsoluteRisk(5, 0.142, 0.091, 0.205)) == "14% (95% CI 9%–20%)"
 
 
 def test_warnings_are_merged_without_repeats(text) -> None:
     data = example_report_data(seed=0)
-    data = dataclasses.replace(data, qc=dataclasses.replace(data.qc, warnings=("Few tiles.", "Few tiles.")))
+    few = QCWarning(QCCode.FEW_TILES, "Few tiles.")
+    data = dataclasses.replace(data, qc=dataclasses.replace(data.qc, warnings=(few, few)))
     warnings = content.all_warnings(data, text)
-    assert warnings[0] == "Few tiles." and warnings.count("Few tiles.") == 1
-    assert any("untrained" in w for w in warnings) and any("AURKA" in w for w in warnings)
+    assert warnings[0] == few and warnings.count(few) == 1
+    codes = [w.code for w in warnings]
+    assert QCCode.UNTRAINED_BUNDLE in codes and any("untrained" in w.message for w in warnings)
+    assert QCCode.INPUTS_OUT_OF_RANGE in codes and any("AURKA" in w.message for w in warnings)
 
 
 def test_group_colours_span_low_to_high(text) -> None:

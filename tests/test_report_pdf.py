@@ -7,11 +7,11 @@ import io
 from pathlib import Path
 
 import pytest
+from example_report import EXAMPLE_PATIENT, example_report_data
 from pypdf import PdfReader
 
 from sequoia_clinic.errors import ReportError
 from sequoia_clinic.report import PatientInfo, render_report_pdf, render_report_pdf_bytes
-from sequoia_clinic.report.example import EXAMPLE_PATIENT, example_report_data
 from sequoia_clinic.report.model import AbsoluteRisk, RiskResult
 from sequoia_clinic.settings import ReportSettings
 

@@ -8,11 +8,11 @@ import dataclasses
 import json
 
 import pytest
+from example_report import example_report_data
 from jsonschema import Draft202012Validator
 
 from sequoia_clinic.errors import ResultSchemaError
 from sequoia_clinic.report import RESULT_SCHEMA_PATH, result_dict, validate_result, without_volatile
-from sequoia_clinic.report.example import example_report_data
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,8 @@ KEY = ["--pseudonym-key", "test-secret"]
 
 
 def _score(cli, slide: Path, out: Path, *extra: str) -> object:
-    args = ["score", str(slide), "--out", str(out), "--no-cache", "--quiet", *extra]
+    # the CMU slide (0.54 mm², 42 tiles) is below the adequacy minimums: reported with the flag
+    args = ["score", str(slide), "--out", str(out), "--no-cache", "--quiet", "--allow-inadequate", *extra]
     return cli(args)
 
 

@@ -173,6 +173,23 @@ def test_user_mpp_overrides_vendor(cmu_svs):
         assert slide.info.mpp == (0.25, 0.25) and slide.info.mpp_source == "user"
 
 
+def test_synthetic_pyramid_levels_and_read_region(mosaic_pyramid):
+    """The TCGA checks on a JPEG pyramid of exact downsample 2: the level for an mpp, level-0 locations."""
+    with open_slide(mosaic_pyramid) as slide:
+        assert slide.info.mpp == (0.5, 0.5) and slide.info.mpp_source == "tiff-resolution"
+        assert slide.info.level_downsamples == (1.0, 2.0)
+        assert choose_read_level(slide, TileSettings()) == (0, 256)
+    with tiffslide.TiffSlide(mosaic_pyramid) as reference, open_slide(mosaic_pyramid, mpp=0.25) as slide:
+        assert choose_read_level(slide, TileSettings()) == (1, 256)
+        inside = slide.read_region((1001, 601), 1, (300, 200))
+        assert np.array_equal(inside, reference.read_region((1001, 601), 1, (300, 200), as_array=True))
+        width, _ = slide.info.level_dimensions[1]
+        edge = slide.read_region(((width - 100) * 2, 40), 1, (150, 60))
+        expected = reference.read_region(((width - 100) * 2, 40), 1, (100, 60), as_array=True)
+        assert np.array_equal(edge[:, :100], expected) and (edge[:, 100:] == 255).all()
+        assert (slide.read_region((-50, -50), 0, (40, 40)) == 255).all()
+
+
 @pytest.mark.parametrize("bad", [0.0, -1.0, 500.0])
 def test_implausible_user_mpp_is_refused(cmu_svs, bad):
     with pytest.raises(OptionError, match="--mpp"):
@@ -236,8 +253,11 @@ def test_72_dpi_resolution_is_not_a_pixel_size(tmp_path):
 # -- hashes ----------------------------------------------------------------------------------------------
 
 
-def test_slide_sha256(cmu_svs, cmu_dicom):
+def test_slide_sha256(cmu_svs):
     assert slide_sha256(cmu_svs) == hashlib.sha256(cmu_svs.read_bytes()).hexdigest() == CMU_SHA256
+
+
+def test_dicom_series_sha256(cmu_dicom):
     files = sorted(cmu_dicom.glob("*.dcm"), key=lambda p: p.name)
     lines = "".join(f"{f.name}  {hashlib.sha256(f.read_bytes()).hexdigest()}\n" for f in files)
     expected = hashlib.sha256(lines.encode()).hexdigest()

@@ -64,10 +64,13 @@ def cmu(cmu_svs):
 # -- tissue ----------------------------------------------------------------------------------------------
 
 
-def test_tissue_fraction_matches_reference_figures(cmu, tcga_svs):
+def test_tissue_fraction_matches_reference_figures(cmu):
     _, mask, _, _ = cmu
     assert mask.mask.shape == (186, 139) and mask.downsample == 16.0  # 7.984 um/px from level 0
     assert mask.tissue_fraction == pytest.approx(0.333, abs=0.03)  # slides.md: 0.333 with Otsu
+
+
+def test_tcga_tissue_fraction_matches_reference_figures(tcga_svs):
     with open_slide(tcga_svs, mpp=0.25) as slide:
         tcga = compute_tissue_mask(slide, SETTINGS.tissue)
         assert tcga.level == 1 and tcga.downsample == pytest.approx(2.0005 * 16, rel=1e-4)
@@ -126,6 +129,21 @@ def test_tcga_grid_at_0_25_reads_level_1_on_exact_lattice(tcga_svs):
         level_xy = np.floor(grid.coords / slide.info.level_downsamples[1]).astype(int)
         rows, cols = np.divmod(np.arange(grid.n_tiles), grid.grid_shape[1])
         assert np.array_equal(level_xy, np.stack([cols * 256, rows * 256], axis=1))
+
+
+def test_synthetic_pyramid_reads_level_1_on_exact_lattice(mosaic_pyramid):
+    """The TCGA checks on a JPEG pyramid of exact downsample 2: declared 0.25 um/px reads level 1 as is."""
+    slide, _, _, grid = pipeline(mosaic_pyramid, mpp=0.25)
+    with slide, tiffslide.TiffSlide(mosaic_pyramid) as reference:
+        assert (grid.level, grid.read_px, grid.tile_px, grid.tile_size_level0) == (1, 256, 256, 512)
+        assert grid.grid_shape == (2967 // 256, 2220 // 256)
+        rows, cols = np.divmod(np.arange(grid.n_tiles), grid.grid_shape[1])
+        assert np.array_equal(grid.coords, np.stack([cols * 512, rows * 512], axis=1))
+        kept = grid.kept_indices
+        pixels = np.concatenate([b.pixels for b in iter_tile_batches(slide, grid, kept, SETTINGS.tiles)])
+        for index, tile in zip(kept, pixels, strict=True):
+            x, y = grid.coords[index]
+            assert np.array_equal(tile, reference.read_region((int(x), int(y)), 1, (256, 256), as_array=True))
 
 
 def test_mask_fractions_against_brute_force():
@@ -214,6 +232,21 @@ def test_tile_reader_resamples_with_area_interpolation(tcga_svs):
         assert (grid.level, grid.read_px, grid.tile_px) == (1, 512, 256)
         some = grid.kept_indices[:12]
         pixels = np.concatenate([b.pixels for b in iter_tile_batches(slide, grid, some, tiles)])
+        for index, tile in zip(some, pixels, strict=True):
+            x, y = grid.coords[index]
+            square = reference.read_region((int(x), int(y)), 1, (512, 512), as_array=True)
+            expected = np.asarray(Image.fromarray(square).resize((256, 256), Image.Resampling.BOX))
+            assert np.abs(tile.astype(int) - expected).max() <= 1
+
+
+def test_synthetic_pyramid_resamples_with_area_interpolation(mosaic_pyramid):
+    """At a declared 0.125 um/px, level 1 is 0.25 um/px: 512 px are read and box-reduced to 256."""
+    slide, _, _, grid = pipeline(mosaic_pyramid, mpp=0.125)
+    with slide, tiffslide.TiffSlide(mosaic_pyramid) as reference:
+        assert (grid.level, grid.read_px, grid.tile_px) == (1, 512, 256)
+        some = grid.kept_indices[:12]
+        assert len(some) > 0
+        pixels = np.concatenate([b.pixels for b in iter_tile_batches(slide, grid, some, SETTINGS.tiles)])
         for index, tile in zip(some, pixels, strict=True):
             x, y = grid.coords[index]
             square = reference.read_region((int(x), int(y)), 1, (512, 512), as_array=True)

@@ -1,8 +1,8 @@
-"""A synthetic, clearly-marked demo :class:`ReportData` for layout previews and tests.
+"""A synthetic, clearly-marked demo :class:`ReportData` for the report tests and layout previews.
 
-Everything here is made up from a seeded random generator (a simulated cohort, a drawn "tissue" on a
-blank slide); it is never a patient's result and it always carries the demo flag. Run
-``python -m sequoia_clinic.report.example OUT.pdf`` to render a preview.
+Test-only (not part of the shipped package). Everything here is made up from a seeded random generator (a
+simulated cohort, a drawn "tissue" on a blank slide); it is never a patient's result and it always carries
+the demo flag. Run ``python tests/example_report.py OUT.pdf`` to render a preview.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 from lifelines import KaplanMeierFitter
 
 from sequoia_clinic import __version__
+from sequoia_clinic.qc import QCCode, QCWarning
 from sequoia_clinic.report.model import (
     AbsoluteRisk,
     CalibrationCohort,
@@ -194,7 +195,7 @@ def example_report_data(
             tissue_fraction=0.29,
             tiles_kept=len(images.tile_coords) + 37,
             tiles_used=len(images.tile_coords),
-            warnings=("Clusters merged: 100 requested, 87 distinct.",),
+            warnings=(QCWarning(QCCode.EMPTY_CLUSTERS, "Clusters merged: 100 requested, 87 distinct."),),
         ),
         risk=RiskResult(
             linear_predictor=lp,
@@ -208,7 +209,6 @@ def example_report_data(
             name="Example 16-gene signature",
             expression_unit="log2(TPM+1)",
             genes=genes,
-            score=1.37,
             description="Synthetic values for layout previews.",
         ),
         provenance=Provenance(
@@ -239,7 +239,7 @@ def main(argv: list[str]) -> int:
     from sequoia_clinic.report.pdf import render_report_pdf
 
     if len(argv) != 1:
-        sys.stderr.write("usage: python -m sequoia_clinic.report.example OUT.pdf\n")
+        sys.stderr.write("usage: python tests/example_report.py OUT.pdf\n")
         return 2
     render_report_pdf(example_report_data(), Path(argv[0]))
     return 0
