@@ -21,6 +21,9 @@ class QCCode(StrEnum):
     FEW_TILES = "few-tiles"  # fewer usable tiles than cluster tokens: k-means skipped
     EMPTY_CLUSTERS = "empty-clusters"  # k-means left clusters empty; their rows hold the fill value
     CACHE_NOT_WRITTEN = "cache-not-written"  # the feature cache could not be written (result unaffected)
+    CACHE_ENTRY_REJECTED = "cache-entry-rejected"  # a corrupt or mismatching cache entry was recomputed
+    CORRUPT_TILES = "corrupt-tiles"  # stored tiles that could not be decoded; the tiles over them left out
+    PIXELS_CONVERTED = "pixels-converted"  # 16-bit, grayscale, palette or alpha converted to 8-bit RGB
     RISK_MODEL_NOT_ON_PREDICTED = "risk-model-not-on-predicted-expression"
     RISK_MODEL_FIT = "risk-model-fit"  # a warning stored with the risk model at calibration
     INPUTS_OUT_OF_RANGE = "inputs-out-of-range"  # model inputs outside the calibration cohort's range
@@ -28,6 +31,10 @@ class QCCode(StrEnum):
     LINEAR_PREDICTOR_EXTRAPOLATED = "linear-predictor-extrapolated"
     HORIZON_NOT_ESTIMABLE = "horizon-not-estimable"  # absolute risk beyond the calibration follow-up
     RISK_CI_NOT_ESTIMABLE = "risk-ci-not-estimable"  # too few bootstrap refits reach the horizon
+    OUTSIDE_POPULATION = "outside-population"  # a given clinical value is outside the model's population
+    SPECIMEN_NOT_DEVELOPED = "specimen-not-developed"  # specimen type the model was not developed on
+    INADEQUATE_SPECIMEN = "inadequate-specimen"  # below the minimum tissue area or tiles (--allow-inadequate)
+    UNSTABLE_GROUP = "unstable-risk-group"  # the risk group flips in too many repeats of the stochastic steps
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ import typer
 
 from sequoia_clinic.cli.common import user_errors
 from sequoia_clinic.cli.options import SignatureOpt, TimeUnitOpt, build_settings
+from sequoia_clinic.clinical_choices import MissingRule
+from sequoia_clinic.errors import OptionError
 from sequoia_clinic.settings import RiskSettings
 
 # The survival stage (sksurv, lifelines, pandas, matplotlib) is imported inside the command, not here,
@@ -29,6 +31,14 @@ EventColOpt = Annotated[
 ]
 ModelOutOpt = Annotated[
     Path, typer.Option("--out", help="Risk-model JSON to write (model card written beside it).")
+]
+MissingOpt = Annotated[
+    MissingRule,
+    typer.Option(
+        "--missing",
+        help="Missing clinical values: refuse (an error naming the column) or impute (median level or value, "
+        "modal category of the cohort; the count is recorded in the model and its card).",
+    ),
 ]
 HEADLINE_METRICS = ("harrell_c", "uno_c", "auc_5y", "auc_10y", "ibs", "calibration_slope_10y")
 
@@ -86,7 +96,21 @@ def register(app: typer.Typer) -> None:
         time_unit: TimeUnitOpt,
         out: ModelOutOpt,
         covariates: str | None = typer.Option(
-            None, "--covariates", help="Numeric clinical covariates, comma-separated (unpenalised)."
+            None,
+            "--covariates",
+            help="Clinical covariates (unpenalised), comma-separated NAME[:KIND[:REFERENCE]], KIND continuous, "
+            "ordinal or categorical; age, size_cm, grade (ordinal 1-3), er, her2 (categorical, reference "
+            "negative), nodes and menopause are typed by name, e.g. age,size_cm,grade,er.",
+        ),
+        missing: MissingOpt = MissingRule.REFUSE,
+        population: Path | None = typer.Option(
+            None,
+            "--population",
+            exists=True,
+            dir_okay=False,
+            help="JSON of the model's intended population and development data (keys: er, her2, menopause, "
+            "max_nodes, age_min, age_max, specimen_types, treatment, eligibility, data_source, accrual, "
+            "follow_up_end); `score` checks patients against it.",
         ),
         cutoffs: str | None = typer.Option(
             None, "--cutoffs", help="Pre-specified cut-offs, comma-separated, on --cutoff-scale."
@@ -112,6 +136,27 @@ def register(app: typer.Typer) -> None:
             help="Where the expression came from: predicted (by `predict`, required for `score` without a "
             "warning), measured (an RNA assay) or unknown.",
         ),
+        training_splits: Path | None = typer.Option(
+            None,
+            "--training-splits",
+            exists=True,
+            dir_okay=False,
+            help="The bundle's splits.json (from `train`): rows of its training patients must be out-of-fold "
+            "predictions (a 'fold' column whose test set holds them); in-sample predictions are refused.",
+        ),
+        measured: Path | None = typer.Option(
+            None,
+            "--measured",
+            exists=True,
+            dir_okay=False,
+            help="Measured expression of the same patients: the prediction shrinkage (SD predicted / measured) "
+            "is recorded in the model and its card.",
+        ),
+        id_col: str = typer.Option(
+            "patient_id",
+            "--id-col",
+            help="Patient column matching the table with --training-splits / --measured.",
+        ),
         cv_repeats: int | None = typer.Option(
             None, "--cv-repeats", min=1, help="Repeated CV with different fold seeds."
         ),
@@ -125,12 +170,31 @@ def register(app: typer.Typer) -> None:
         card: bool = typer.Option(
             True, "--card/--no-card", help="Also write the model card (PNG, PDF, Markdown)."
         ),
+        reliable_genes_only: bool = typer.Option(
+            False,
+            "--reliable-genes-only",
+            help="Keep only the signature genes that --bundle's stored evaluation finds reliably predicted "
+            "(strict rule: cross-validated r >= 0.3, BH q < 0.05).",
+        ),
+        bundle: str | None = typer.Option(
+            None, "--bundle", help="The bundle whose evaluation --reliable-genes-only uses."
+        ),
     ) -> None:
         """Fit a penalised Cox risk model with cross-validated performance and a model card."""
         from sequoia_clinic.survival.calibrate import CalibrateRequest, calibrate
         from sequoia_clinic.survival.cutoffs import parse_cutoff_spec, parse_names
         from sequoia_clinic.survival.records import ExpressionSource
 
+        settings = build_settings(risk=risk_settings(cv_repeats, bootstrap, seed, penalty))
+        reliable = None
+        if reliable_genes_only or bundle is not None:
+            from sequoia_clinic.pipeline.evaluate import reliable_genes
+
+            if not (reliable_genes_only and bundle is not None):
+                raise OptionError(
+                    "--reliable-genes-only and --bundle go together", fix="Pass both, or neither."
+                )
+            reliable = reliable_genes(bundle, settings)
         request = CalibrateRequest(
             table=table,
             signature=signature,
@@ -144,8 +208,14 @@ def register(app: typer.Typer) -> None:
             cohort_name=cohort_name,
             expression_source=ExpressionSource.parse(expression_source),
             card=card,
+            missing=missing,
+            population=population,
+            training_splits=training_splits,
+            measured=measured,
+            id_col=id_col,
+            reliable_genes=None if reliable is None else reliable.genes,
+            reliable_source="" if reliable is None else reliable.source,
         )
-        settings = build_settings(risk=risk_settings(cv_repeats, bootstrap, seed, penalty))
         outcome = calibrate(request, settings)
         typer.echo("\n".join(summary_lines(outcome)))
         for warning in outcome.model.fit_warnings:

@@ -9,20 +9,26 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from sequoia_clinic.bundles.reliability import GeneReliability
+from sequoia_clinic.clinical_choices import SpecimenType
 from sequoia_clinic.pipeline.predict import Prediction
+from sequoia_clinic.pipeline.repeatability import Repeatability
 from sequoia_clinic.qc import QCCode, QCWarning, unique
 from sequoia_clinic.report import (
     AbsoluteRisk,
     CalibrationCohort,
+    ClinicalSummary,
     GeneRow,
     KMCurve,
     Metric,
     QualityControl,
+    RepeatabilityResult,
     RiskResult,
     SignatureResult,
     SlideInfo,
 )
 from sequoia_clinic.survival import PatientRisk, RiskModel
+from sequoia_clinic.survival.clinical import ClinicalInputs
 from sequoia_clinic.survival.records import ExpressionSource, Performance, PredictorRow
 
 MPP_SOURCES = {
@@ -113,11 +119,18 @@ def risk_result(model: RiskModel, risk: PatientRisk) -> RiskResult:
     )
 
 
-def signature_result(model: RiskModel, risk: PatientRisk, expression: dict[str, float]) -> SignatureResult:
+def signature_result(
+    model: RiskModel,
+    risk: PatientRisk,
+    expression: dict[str, float],
+    reliability: GeneReliability | None = None,
+) -> SignatureResult:
+    """The signature block; with the bundle's stored evaluation, each gene's cross-validated r and verdict."""
     table = {row.name: row for row in model.predictor_table}
     rows = []
     for gene in model.genes:
         z = float(risk.z_scores[gene])
+        cv_r, reliable = reliability.of(gene) if reliability is not None else (None, None)
         rows.append(
             GeneRow(
                 gene=gene,
@@ -126,9 +139,12 @@ def signature_result(model: RiskModel, risk: PatientRisk, expression: dict[str, 
                 percentile=float(100.0 * 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))),
                 hazard_ratio_per_sd=_hazard_ratio(table[gene]),
                 in_calibration_range=gene not in risk.out_of_range,
+                cv_r=cv_r,
+                reliable=reliable,
             )
         )
     return SignatureResult(
+        reliability=None if reliability is None else reliability_text(reliability),
         name=model.signature,
         expression_unit="model units",
         genes=tuple(rows),
@@ -136,6 +152,13 @@ def signature_result(model: RiskModel, risk: PatientRisk, expression: dict[str, 
             f"{len(model.genes)} genes of the {model.signature} signature; z-scores against the calibration "
             "cohort's mean and SD; percentile assumes a normal distribution of each gene in that cohort."
         ),
+    )
+
+
+def reliability_text(reliability: GeneReliability) -> str:
+    return (
+        f"{reliability.rule} rule: cross-validated r ≥ 0.3 and BH q < 0.05, in the bundle's out-of-fold "
+        f"evaluation over {reliability.n_units} {reliability.unit}s"
     )
 
 
@@ -167,11 +190,50 @@ def calibration_warning(model: RiskModel) -> QCWarning | None:
     )
 
 
-def quality_control(prediction: Prediction, risk: PatientRisk, model: RiskModel) -> QualityControl:
-    """Tissue and tile figures plus every QC warning, minus those the report words itself (by code)."""
+def tissue_area_mm2(prediction: Prediction) -> float:
+    """The tissue area of the slide in mm² (tissue fraction x level-0 area)."""
     info = prediction.slide_info
     width, height = info.level_dimensions[0]
-    area_mm2 = prediction.mask.tissue_fraction * width * height * info.mpp[0] * info.mpp[1] / 1e6
+    return float(prediction.mask.tissue_fraction * width * height * info.mpp[0] * info.mpp[1] / 1e6)
+
+
+def clinical_summary(
+    model: RiskModel, risk: PatientRisk, inputs: ClinicalInputs, specimen: SpecimenType | None
+) -> ClinicalSummary:
+    """The clinical values given and the genomic / clinical parts of the linear predictor."""
+    n_genes = len(model.genes)
+    parts = [risk.z_scores[p] * b for p, b in zip(model.predictors, model.coefficients, strict=True)]
+    population = model.population.eligibility_lines() if model.population is not None else ()
+    return ClinicalSummary(
+        given=inputs.given(),
+        model_covariates=model.covariates,
+        genomic_lp=float(sum(parts[:n_genes])),
+        clinical_lp=float(sum(parts[n_genes:])),
+        population=population,
+        specimen_type=None if specimen is None else specimen.value,
+    )
+
+
+def repeatability_result(rep: Repeatability | None) -> RepeatabilityResult | None:
+    if rep is None:
+        return None
+    return RepeatabilityResult(
+        repeats=rep.repeats,
+        score_low=rep.score_range[0],
+        score_high=rep.score_range[1],
+        lp_low=rep.lp_range[0],
+        lp_high=rep.lp_range[1],
+        fold_lp_low=rep.fold_lp_range[0],
+        fold_lp_high=rep.fold_lp_range[1],
+        same_group=rep.same_group,
+        varied="tile sample and k-means seeds" if rep.tiles_resampled else "k-means seed",
+        unstable=rep.unstable,
+    )
+
+
+def quality_control(prediction: Prediction, risk: PatientRisk, model: RiskModel) -> QualityControl:
+    """Tissue and tile figures plus every QC warning, minus those the report words itself (by code)."""
+    area_mm2 = tissue_area_mm2(prediction)
     own = calibration_warning(model)
     warnings = [*([own] if own is not None else []), *prediction.qc_warnings, *risk.flags]
     return QualityControl(

@@ -4,7 +4,9 @@ The flow, each step owned by a stage or a sibling module:
 
     bundles + survival (load the bundle, its folds and the risk model; check the genes fit)
     → pipeline.predict (slide opened once: hash, tissue, tiles, encoder, clusters, folds, thumbnail)
-    → survival (Cox risk on the signature genes) → aggregator.spatial (per-tile maps)
+    → pipeline.clinical (specimen adequacy, intended population, the model's clinical covariates)
+    → survival (Cox risk on the signature genes + covariates) → pipeline.repeatability (seeds re-run)
+    → aggregator.spatial (per-tile maps)
     → pipeline.report_records + pipeline.patient (report records) → report.files (written atomically)
 
 :func:`score_slide` is a pure function of its request and settings apart from the clock (``created`` and
@@ -27,9 +29,18 @@ from sequoia_clinic import __version__
 from sequoia_clinic.aggregator import FoldEnsemble
 from sequoia_clinic.aggregator.spatial import sampled_tile_maps
 from sequoia_clinic.bundles import Bundle, load_bundle
+from sequoia_clinic.bundles.reliability import read_reliability
+from sequoia_clinic.clinical_choices import SpecimenType
 from sequoia_clinic.errors import RiskModelError
 from sequoia_clinic.fileio import check_output_dir, sha256_file
 from sequoia_clinic.locations import default_risk_model
+from sequoia_clinic.pipeline.clinical import (
+    Adequacy,
+    AdequacyRule,
+    check_adequacy,
+    model_covariates,
+    population_warnings,
+)
 from sequoia_clinic.pipeline.patient import PatientOptions, check_patient_options, patient_and_study
 from sequoia_clinic.pipeline.predict import (
     DEFAULT_BUNDLE,
@@ -38,15 +49,20 @@ from sequoia_clinic.pipeline.predict import (
     load_folds,
     run_prediction,
 )
+from sequoia_clinic.pipeline.repeatability import repeatability
 from sequoia_clinic.pipeline.report_records import (
+    clinical_summary,
     cohort_record,
     heatmap_genes,
     quality_control,
+    repeatability_result,
     risk_result,
     signature_result,
     slide_record,
+    tissue_area_mm2,
 )
 from sequoia_clinic.progress import ProgressLike
+from sequoia_clinic.qc import QCWarning
 from sequoia_clinic.report import (
     Provenance,
     ReportData,
@@ -58,6 +74,8 @@ from sequoia_clinic.report.deidentify import deidentify_report, deidentify_study
 from sequoia_clinic.report.files import OutputFormat, write_report_files
 from sequoia_clinic.settings import Settings
 from sequoia_clinic.survival import PatientRisk, RiskModel
+from sequoia_clinic.survival.clinical import ClinicalInputs
+from sequoia_clinic.survival.tripod import tripod_items
 
 DEFAULT_RISK_MODEL = default_risk_model()  # shipped in the package (sequoia_clinic/locations.py)
 THUMBNAIL_PX = 1024
@@ -76,6 +94,14 @@ class ScoreRequest:
     patient: PatientOptions = field(default_factory=PatientOptions)
     deidentify: bool = False
     formats: tuple[OutputFormat, ...] = (OutputFormat.PDF, OutputFormat.JSON)
+    clinical: ClinicalInputs = field(default_factory=ClinicalInputs)  # --age, --er, ... or a patient JSON
+    specimen_type: SpecimenType | None = None
+    strict_population: bool = False  # refuse (not flag) a patient outside the model's population
+    allow_inadequate: bool = False  # report (with a flag) a slide below the adequacy minimums
+    adequacy: AdequacyRule | None = (
+        None  # None: no adequacy gate (the CLI passes pipeline.clinical's default)
+    )
+    repeats: int = 0  # repeatability repeats (0: none; the CLI's default is pipeline.repeatability's 10)
 
 
 @dataclass(frozen=True)
@@ -160,6 +186,10 @@ def score_slide(
     model_path = Path(request.risk_model) if request.risk_model is not None else DEFAULT_RISK_MODEL
     model = RiskModel.load(model_path)
     gene_index = _gene_index(model, bundle, model_path)
+    covariates = model_covariates(model, request.clinical)  # refuses a covariate not given, before work
+    population = population_warnings(
+        model, request.clinical, request.specimen_type, request.strict_population
+    )
     ensemble = load_folds(bundle, settings)  # verified before the long tile encoding
     timings["load_models"] = time.perf_counter() - t0
 
@@ -168,11 +198,26 @@ def score_slide(
     prediction = run_prediction(predict, bundle, ensemble, settings, progress)
     timings.update({f"inference.{k}": v for k, v in prediction.timings.items()})
 
-    stage("Computing the signature risk")
+    stage("Checking the specimen and computing the risk")
     t0 = time.perf_counter()
+    adequacy: tuple[QCWarning, ...] = ()
+    if request.adequacy is not None:
+        measured = Adequacy(request.adequacy, tissue_area_mm2(prediction), len(prediction.kept_indices))
+        adequacy = check_adequacy(measured, request.allow_inadequate)
     expression = {g: float(prediction.expression[gene_index[g]]) for g in model.genes}
-    risk = model.apply(expression)
+    risk = model.apply(expression, covariates)
+    risk = replace(risk, flags=[*adequacy, *population, *risk.flags])
     timings["risk"] = time.perf_counter() - t0
+
+    repeat = None
+    if request.repeats > 0:
+        stage("Repeating the stochastic steps")
+        t0 = time.perf_counter()
+        repeat = repeatability(prediction, ensemble, model, gene_index, covariates, risk, request.repeats)
+        unstable = repeat.warning()
+        if unstable is not None:
+            risk = replace(risk, flags=[*risk.flags, unstable])
+        timings["repeatability"] = time.perf_counter() - t0
 
     stage("Mapping expression over the tissue")
     t0 = time.perf_counter()
@@ -195,7 +240,7 @@ def score_slide(
         qc=quality_control(prediction, risk, model),
         risk=risk_result(model, risk),
         cohort=cohort_record(model),
-        signature=signature_result(model, risk, expression),
+        signature=signature_result(model, risk, expression, read_reliability(bundle)),
         provenance=Provenance(
             software_version=__version__,
             bundle_name=bundle.name,
@@ -211,6 +256,9 @@ def score_slide(
         images=images,
         timings={},
         demo=not bundle.trained,
+        clinical=clinical_summary(model, risk, request.clinical, request.specimen_type),
+        repeatability=repeatability_result(repeat),
+        model_card=tuple((i.number, i.topic, i.text) for i in tripod_items(model)),
     )
     if request.deidentify:
         key = pseudonym_key(settings.report.pseudonym_key)

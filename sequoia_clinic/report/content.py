@@ -28,6 +28,21 @@ def all_warnings(data: ReportData, text: ReportText) -> tuple[QCWarning, ...]:
     return unique([*data.qc.warnings, *derived])
 
 
+PAGE_ONE_CODES = frozenset(
+    {
+        QCCode.OUTSIDE_POPULATION,
+        QCCode.SPECIMEN_NOT_DEVELOPED,
+        QCCode.INADEQUATE_SPECIMEN,
+        QCCode.UNSTABLE_GROUP,
+    }
+)
+
+
+def page_one_warnings(data: ReportData, text: ReportText) -> tuple[QCWarning, ...]:
+    """The warnings page 1 states in full: population, specimen type, adequacy, unstable group."""
+    return tuple(w for w in all_warnings(data, text) if w.code in PAGE_ONE_CODES)
+
+
 def genes_out_of_range(signature: SignatureResult) -> tuple[str, ...]:
     return tuple(row.gene for row in signature.genes if not row.in_calibration_range)
 

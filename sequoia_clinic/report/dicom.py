@@ -4,7 +4,9 @@ Written with pydicom, offline. For a DICOM slide the report joins the slide's st
 StudyInstanceUID, patient and study attributes copied from the slide's metadata) as a new series; for
 other formats (SVS) a new study is made. The PDF is stored in EncapsulatedDocument; DICOM pads odd-length
 values with one NUL byte, so EncapsulatedDocumentLength records the true length and
-:func:`read_encapsulated_pdf` uses it to give back the exact bytes.
+:func:`read_encapsulated_pdf` uses it to give back the exact bytes. Patient and study text is checked
+against its value representation (:func:`vr_problem`: characters and lengths) and refused, never written
+invalid.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import pydicom
@@ -28,6 +31,38 @@ ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 DEIDENTIFICATION_METHOD = "sequoia-clinic HMAC-SHA256 pseudonyms; birth date removed"  # LO: <= 64 chars
 _SH_MAX = 16  # DICOM SH (short string) limit, used by AccessionNumber and StudyID
 _LO_MAX = 64
+_PN_GROUP_MAX = 64  # PN: characters per component group (alphabetic=ideographic=phonetic)
+
+
+class TextVR(Enum):
+    """The DICOM value representations of the free-text fields a report carries (PS3.5 §6.2)."""
+
+    PN = "PN"  # person name: up to 3 groups of up to 5 '^'-separated components, 64 characters a group
+    LO = "LO"  # long string: 64 characters
+    SH = "SH"  # short string: 16 characters
+
+
+def vr_problem(value: str, vr: TextVR) -> str | None:
+    """What makes ``value`` invalid as a ``vr`` value (UTF-8 character set), or None; never repeats it.
+
+    Control characters (C0, DEL, C1: also CR, LF, TAB, ESC) and the value separator ``\\`` are not allowed
+    in PN, LO or SH; lengths are counted in characters.
+    """
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in value):
+        return "contains control characters (line breaks, tabs, escapes), which DICOM does not allow"
+    if "\\" in value:
+        return "contains a backslash, which DICOM reserves as a value separator"
+    if vr is TextVR.PN:
+        groups = value.split("=")
+        if len(groups) > 3 or any(group.count("^") > 4 for group in groups):
+            return "has more name components than a DICOM person name allows"
+        if any(len(group) > _PN_GROUP_MAX for group in groups):
+            return f"is longer than a DICOM person name allows ({_PN_GROUP_MAX} characters)"
+        return None
+    limit = _LO_MAX if vr is TextVR.LO else _SH_MAX
+    if len(value) > limit:
+        return f"is longer than DICOM allows ({limit} characters)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -88,11 +123,9 @@ def _dicom_person_name(value: str | None) -> str:
 
 def _limited(value: str | None, limit: int, field: str) -> str:
     text = value or ""
-    if len(text) > limit:
-        raise ReportError(
-            f"the {field} is longer than DICOM allows ({limit} characters)",
-            fix="Shorten it, or leave DICOM out of --format.",
-        )
+    problem = vr_problem(text, TextVR.SH if limit == _SH_MAX else TextVR.LO)
+    if problem is not None:
+        raise ReportError(f"the {field} {problem}", fix="Correct it, or leave DICOM out of --format.")
     return text
 
 
@@ -107,6 +140,9 @@ def _file_meta(sop_instance_uid: str) -> FileMetaDataset:
 
 def _add_patient(ds: Dataset, patient: PatientInfo) -> None:
     ds.PatientName = _dicom_person_name(patient.name)
+    problem = vr_problem(str(ds.PatientName), TextVR.PN)
+    if problem is not None:
+        raise ReportError(f"the patient name {problem}", fix="Correct it, or leave DICOM out of --format.")
     ds.PatientID = _limited(patient.patient_id, _LO_MAX, "patient ID")
     ds.PatientBirthDate = _dicom_date(patient.birth_date, "birth date")
     ds.PatientSex = _dicom_sex(patient.sex)

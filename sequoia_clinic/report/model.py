@@ -210,11 +210,17 @@ class GeneRow:
     percentile: float  # 0..100 within the calibration cohort
     hazard_ratio_per_sd: float  # univariable or model HR per SD of this gene; > 1: higher = more risk
     in_calibration_range: bool = True  # expression inside the cohort's observed range
+    cv_r: float | None = None  # cross-validated Pearson r in the bundle's evaluation (None: not evaluated)
+    reliable: bool | None = None  # passes the bundle's reliability rule (strict); None: not evaluated
 
     def __post_init__(self) -> None:
         _check(
             all(map(_finite, (self.expression, self.z_score, self.hazard_ratio_per_sd))),
             f"gene {self.gene!r}: expression, z-score and HR must be finite",
+        )
+        _check(
+            self.cv_r is None or (_finite(self.cv_r) and -1.0 <= self.cv_r <= 1.0),
+            f"gene {self.gene!r}: cross-validated r must lie in [-1, 1]",
         )
         _check(0.0 <= self.percentile <= 100.0, f"gene {self.gene!r}: percentile must lie in [0, 100]")
         _check(self.hazard_ratio_per_sd > 0, f"gene {self.gene!r}: hazard ratio must be positive")
@@ -232,11 +238,17 @@ class SignatureResult:
     expression_unit: str  # e.g. "log2(TPM + 1)"
     genes: tuple[GeneRow, ...]
     description: str = ""
+    reliability: str | None = None  # how GeneRow.reliable was decided; None: the bundle has no evaluation
 
     def __post_init__(self) -> None:
         _check(len(self.genes) >= 1, "signature has no genes")
         names = [row.gene for row in self.genes]
         _check(len(set(names)) == len(names), "signature genes must be unique")
+
+    @property
+    def reliable_count(self) -> int:
+        """Signature genes the bundle's evaluation finds reliably predicted."""
+        return sum(1 for row in self.genes if row.reliable)
 
 
 @dataclass(frozen=True, eq=False)
@@ -278,6 +290,43 @@ class SlideImages:
 
 
 @dataclass(frozen=True)
+class ClinicalSummary:
+    """The patient's clinical values given to ``score`` and how the risk model used them."""
+
+    given: tuple[tuple[str, str], ...]  # (label, value) of every value given
+    model_covariates: tuple[str, ...]  # the risk model's clinical predictors ("" when genes only)
+    genomic_lp: float  # the genes' part of the linear predictor
+    clinical_lp: float  # the covariates' part (0 for a genes-only model)
+    population: tuple[str, ...] = ()  # the model's intended population, one criterion a line
+    specimen_type: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            _finite(self.genomic_lp) and _finite(self.clinical_lp), "linear-predictor parts must be finite"
+        )
+
+
+@dataclass(frozen=True)
+class RepeatabilityResult:
+    """The score's spread over repeats of the stochastic steps (tile sample, k-means seed) and over folds."""
+
+    repeats: int
+    score_low: float
+    score_high: float
+    lp_low: float
+    lp_high: float
+    fold_lp_low: float
+    fold_lp_high: float
+    same_group: int  # repeats whose group is the reported one
+    varied: str  # what was varied, e.g. "k-means seed"
+    unstable: bool
+
+    def __post_init__(self) -> None:
+        _check(self.repeats >= 1 and 0 <= self.same_group <= self.repeats, "repeat counts are inconsistent")
+        _check(0 <= self.score_low <= self.score_high <= 100, "repeatability scores must lie in [0, 100]")
+
+
+@dataclass(frozen=True)
 class Provenance:
     """What produced the result: software, model bundle and risk model, with their hashes."""
 
@@ -310,6 +359,9 @@ class ReportData:
     images: SlideImages | None = None
     timings: Mapping[str, float] = field(default_factory=dict)  # seconds per stage, in run order
     demo: bool = False  # True: every page carries the DEMONSTRATION banner
+    clinical: ClinicalSummary | None = None  # clinical values and the clinical part of the risk
+    repeatability: RepeatabilityResult | None = None
+    model_card: tuple[tuple[str, str, str], ...] = ()  # TRIPOD+AI (number, topic, text) of the model
 
     def __post_init__(self) -> None:
         _check(bool(self.report_id), "report id must not be empty")

@@ -43,7 +43,7 @@ from reportlab.platypus import (
 from sequoia_clinic.fileio import write_bytes_atomic
 from sequoia_clinic.report import content, figures
 from sequoia_clinic.report.figures import FigurePNG
-from sequoia_clinic.report.model import ReportData
+from sequoia_clinic.report.model import GeneRow, ReportData
 from sequoia_clinic.report.templates import ReportText, load_report_text
 from sequoia_clinic.settings import ReportSettings
 
@@ -373,6 +373,50 @@ def _warning_pointer(data: ReportData, text: ReportText, st: _Styles) -> list[Fl
     return [Spacer(1, 1 * mm), _p("⚠ " + text.fill("warnings", "pointer", count=count), st.warning)]
 
 
+def _page_one_notes(data: ReportData, text: ReportText, st: _Styles) -> list[Flowable]:
+    """Clinical values and the risk's parts, repeatability, and the population / adequacy flags in plain words."""
+    out: list[Flowable] = []
+    clinical = data.clinical
+    if clinical is not None and (clinical.given or clinical.model_covariates or clinical.specimen_type):
+        values = " · ".join(f"{label} {value}" for label, value in clinical.given) or "none given"
+        specimen = f" · Specimen: {clinical.specimen_type}" if clinical.specimen_type else ""
+        parts = f"genomic part {clinical.genomic_lp:+.3f}"
+        if clinical.model_covariates:
+            parts += f" + clinical part {clinical.clinical_lp:+.3f} ({', '.join(clinical.model_covariates)})"
+        out += [
+            Spacer(1, 1 * mm),
+            Paragraph(f"<b>Clinical values:</b> {escape(values)}{escape(specimen)}", st.small),
+            Paragraph(f"<b>Linear predictor</b> = {escape(parts)}", st.small),
+        ]
+        if clinical.population:
+            out.append(
+                Paragraph(f"<b>Model population:</b> {escape('; '.join(clinical.population))}", st.small)
+            )
+    sig = data.signature
+    if sig.reliability is not None:
+        out.append(
+            Paragraph(
+                f"<b>Reliably predicted genes:</b> {sig.reliable_count} of the signature's {len(sig.genes)} genes "
+                f"({escape(sig.reliability)}).",
+                st.small,
+            )
+        )
+    rep = data.repeatability
+    if rep is not None:
+        out.append(
+            Paragraph(
+                f"<b>Repeatability</b> ({rep.repeats} repeats, {escape(rep.varied)} varied): score "
+                f"{rep.score_low:.0f}–{rep.score_high:.0f}, linear predictor {rep.lp_low:+.3f} to {rep.lp_high:+.3f}; "
+                f"group {escape(data.risk.group)} in {rep.same_group} of {rep.repeats} repeats. "
+                f"Spread over folds: {rep.fold_lp_low:+.3f} to {rep.fold_lp_high:+.3f}.",
+                st.small,
+            )
+        )
+    for warning in content.page_one_warnings(data, text):
+        out.append(_p("⚠ " + warning.message, st.warning))
+    return out
+
+
 def _page_one(data: ReportData, text: ReportText, st: _Styles, figs: _Figures) -> list[Flowable]:
     cohort = data.cohort
     return [
@@ -388,6 +432,7 @@ def _page_one(data: ReportData, text: ReportText, st: _Styles, figs: _Figures) -
         _p(text.fill("captions", "score_bar", cutoff_source=cohort.cutoff_source), st.caption),
         Spacer(1, 2 * mm),
         _sentence_box(content.plain_sentence(data, text), st, text),
+        *_page_one_notes(data, text, st),
         *_warning_pointer(data, text, st),
         KeepTogether(
             [
@@ -408,6 +453,13 @@ def _page_one(data: ReportData, text: ReportText, st: _Styles, figs: _Figures) -
 # --- page 2: gene signature and the slide ---------------------------------------------------------------
 
 
+def _reliability_cell(row: GeneRow) -> str:
+    """Cross-validated r of the gene and a tick when it passes the reliability rule ('–': not evaluated)."""
+    if row.cv_r is None:
+        return "–"
+    return f"{row.cv_r:.2f}" + (" ✓" if row.reliable else "")
+
+
 def _gene_table(data: ReportData, text: ReportText, st: _Styles, settings: ReportSettings) -> Table:
     rows, _ = content.gene_rows_for_pdf(data.signature, settings.max_gene_rows)
     header = [
@@ -418,6 +470,9 @@ def _gene_table(data: ReportData, text: ReportText, st: _Styles, settings: Repor
         "HR per SD",
         "Effect of higher\nexpression",
     ]
+    with_cv = data.signature.reliability is not None  # the bundle stores a cross-validated evaluation
+    if with_cv:
+        header.append("CV r\n(✓ reliable)")
     body = []
     for row in rows:
         mark = " †" if not row.in_calibration_range else ""
@@ -433,9 +488,10 @@ def _gene_table(data: ReportData, text: ReportText, st: _Styles, settings: Repor
                 f"{row.percentile:.0f}",
                 f"{row.hazard_ratio_per_sd:.2f}",
                 effect,
+                *([_reliability_cell(row)] if with_cv else []),
             ]
         )
-    widths = [22, 20, 14, 15, 15, 22]
+    widths = [22, 20, 14, 15, 15, 22, *([15] if with_cv else [])]
     scale = _GENE_TABLE_MM / sum(widths)
     table = Table(
         [header, *body],
@@ -574,7 +630,10 @@ def _method_section(data: ReportData, text: ReportText, st: _Styles) -> list[Flo
     stages = " · ".join(f"{name} {seconds:.1f} s" for name, seconds in data.timings.items())
     cutoffs = ", ".join(f"{c:g}" for c in cohort.cutoffs)
     rows = [
-        ("Software", f"sequoia-clinic {prov.software_version} (device: {prov.device}, encoder {prov.precision})"),
+        (
+            "Software",
+            f"sequoia-clinic {prov.software_version} (device: {prov.device}, encoder {prov.precision})",
+        ),
         ("Model bundle", f"{prov.bundle_name} {prov.bundle_version} ({trained})"),
         ("Bundle sha256", prov.bundle_sha256),
     ]

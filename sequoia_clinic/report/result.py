@@ -72,9 +72,14 @@ def _signature(data: ReportData) -> dict[str, Any]:
                 "percentile": row.percentile,
                 "hazard_ratio_per_sd": row.hazard_ratio_per_sd,
                 "in_calibration_range": row.in_calibration_range,
+                "cv_r": row.cv_r,
+                "reliable": row.reliable,
             }
             for row in sig.genes
         ],
+        "reliability": None
+        if sig.reliability is None
+        else {"rule": sig.reliability, "reliable": sig.reliable_count, "genes": len(sig.genes)},
     }
 
 
@@ -91,6 +96,35 @@ def _calibration(data: ReportData) -> dict[str, Any]:
             {"name": m.name, "value": m.value, "lower": m.lower, "upper": m.upper, "note": m.note}
             for m in cohort.performance
         ],
+    }
+
+
+def _clinical(data: ReportData) -> dict[str, Any] | None:
+    clinical = data.clinical
+    if clinical is None:
+        return None
+    return {
+        "given": [{"name": label, "value": value} for label, value in clinical.given],
+        "model_covariates": list(clinical.model_covariates),
+        "genomic_linear_predictor": clinical.genomic_lp,
+        "clinical_linear_predictor": clinical.clinical_lp,
+        "population": list(clinical.population),
+        "specimen_type": clinical.specimen_type,
+    }
+
+
+def _repeatability(data: ReportData) -> dict[str, Any] | None:
+    rep = data.repeatability
+    if rep is None:
+        return None
+    return {
+        "repeats": rep.repeats,
+        "varied": rep.varied,
+        "score": [rep.score_low, rep.score_high],
+        "linear_predictor": [rep.lp_low, rep.lp_high],
+        "fold_linear_predictor": [rep.fold_lp_low, rep.fold_lp_high],
+        "same_group": rep.same_group,
+        "unstable": rep.unstable,
     }
 
 
@@ -137,10 +171,14 @@ def result_dict(data: ReportData, text: ReportText | None = None) -> dict[str, A
             "tiles_used": qc.tiles_used,
             "tile_size_px": data.images.tile_size if data.images is not None else None,
             "warnings": [w.message for w in content.all_warnings(data, text)],
+            "codes": [w.code.value for w in content.all_warnings(data, text)],
         },
         "signature": _signature(data),
         "risk": _risk(data),
         "calibration": _calibration(data),
+        "clinical": _clinical(data),
+        "repeatability": _repeatability(data),
+        "model_card": [{"item": n, "topic": topic, "text": text} for n, topic, text in data.model_card],
         "created": data.created,
         "timings": {
             **{name: float(seconds) for name, seconds in data.timings.items()},

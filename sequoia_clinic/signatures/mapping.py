@@ -3,11 +3,13 @@
 A symbol is kept if it is in the list; otherwise its current HGNC symbol from the bundled alias table
 (``data/symbol_aliases.csv``, old symbol -> current symbol with the Entrez ID that links them) is used if
 that is in the list; otherwise a case-insensitive match is tried (``esr1`` -> ``ESR1``); otherwise the
-gene is unmapped. No network look-up is ever made.
+gene is unmapped. No network look-up is ever made. :func:`match_gene_columns` applies the same mapping to
+the column names of a table, so a table and a signature that use any mix of old and current symbols agree.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,3 +66,52 @@ def load_mapper(gene_list: Path = GENE_LIST_CSV, aliases_csv: Path = ALIASES_CSV
     table = pd.read_csv(aliases_csv, dtype=str)
     aliases = dict(zip(table["old_symbol"], table["current_symbol"], strict=True))
     return GeneMapper(frozenset(genes), aliases, {g.upper(): g for g in genes})
+
+
+@dataclass(frozen=True)
+class ColumnMatch:
+    """Which table column holds each wanted gene, and the columns read under another symbol."""
+
+    columns: dict[str, str] = field(hash=False)  # SEQUOIA symbol -> column name
+    renamed: tuple[tuple[str, str], ...]  # (column's symbol, SEQUOIA symbol), each pair once
+    missing: tuple[str, ...]  # wanted genes with no column
+
+
+class DuplicateGeneColumns(SignatureError):
+    """Two table columns name the same gene (e.g. ``GOLPH2`` and ``GOLM1``)."""
+
+    def __init__(self, gene: str, first: str, second: str) -> None:
+        super().__init__(
+            f"columns '{first}' and '{second}' both hold gene {gene}",
+            fix="Keep one column per gene (old and current symbols of one gene are the same gene).",
+        )
+        self.gene, self.first, self.second = gene, first, second
+
+
+def column_symbol(column: str) -> str:
+    """The gene symbol a column names: ``rna_<symbol>`` (SEQUOIA's reference files) or the name itself."""
+    return column[4:] if column.startswith("rna_") else column
+
+
+def match_gene_columns(columns: Sequence[str], genes: Sequence[str], mapper: GeneMapper) -> ColumnMatch:
+    """Find each of ``genes`` (SEQUOIA symbols) among ``columns``, mapping column names through the alias table.
+
+    A column is read as gene G when its symbol (``rna_`` prefix removed) is G or maps to G (an older symbol,
+    a different case). Two columns mapping to the same wanted gene raise :class:`DuplicateGeneColumns`.
+    """
+    wanted = set(genes)
+    found: dict[str, str] = {}
+    renamed: list[tuple[str, str]] = []
+    for column in columns:
+        symbol = column_symbol(str(column))
+        gene = symbol if symbol in wanted else mapper.map(symbol)
+        if gene is None or gene not in wanted:
+            continue
+        if gene in found:
+            raise DuplicateGeneColumns(gene, found[gene], str(column))
+        found[gene] = str(column)
+        if symbol != gene:
+            renamed.append((symbol, gene))
+    ordered = {g: found[g] for g in genes if g in found}
+    missing = tuple(g for g in genes if g not in found)
+    return ColumnMatch(ordered, tuple(dict.fromkeys(renamed)), missing)

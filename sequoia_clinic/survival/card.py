@@ -3,16 +3,21 @@
 :func:`write_model_and_card` writes a risk model's JSON and, beside it, its card (``<stem>.card.png``,
 ``.card.pdf``, ``.card.md``), each file atomically.
 
-Everything is drawn from the model file itself (no patient data): the key TRIPOD items (outcome,
-cohort, full model, how cut-offs were chosen, cross-validated performance with CIs), the calibration
-plot and the cross-validated Kaplan-Meier curves by risk group.
+Everything is drawn from the model file itself (no patient data): the key items (outcome, cohort, full
+model, how cut-offs were chosen, cross-validated performance with CIs), the calibration plot and the
+cross-validated Kaplan-Meier curves by risk group; the PDF's second page and the Markdown's last section
+list the TRIPOD+AI items by number (survival/tripod.py), those the tool cannot know marked "to be
+supplied by the user".
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from pathlib import Path
+
+from matplotlib.figure import Figure
 
 from sequoia_clinic.fileio import atomic_path
 from sequoia_clinic.survival.model import SCORE_DEFINITION, RiskModel
@@ -21,9 +26,11 @@ from sequoia_clinic.survival.plots import (
     draw_km,
     draw_lp_distribution,
     new_figure,
+    plt,
     render_figure,
 )
 from sequoia_clinic.survival.records import jsonable
+from sequoia_clinic.survival.tripod import tripod_items, tripod_markdown
 
 METRIC_LABELS = {
     "harrell_c": "Harrell's C",
@@ -84,6 +91,11 @@ def _summary_lines(model: RiskModel) -> list[str]:
 
 def card_figure(model: RiskModel) -> dict[str, bytes]:
     """The one-page card as PNG and PDF bytes."""
+    return render_figure(card_page(model), dpi=120)
+
+
+def card_page(model: RiskModel) -> Figure:
+    """The one-page card figure."""
     fig = new_figure(8.27, 11.69)
     endpoint = model.endpoint
     fig.text(
@@ -136,11 +148,52 @@ def card_figure(model: RiskModel) -> dict[str, bytes]:
     text_y = 0.235
     fig.text(0.53, text_y, "Notes and limitations", fontsize=8, weight="bold", va="top")
     text_y -= 0.014
-    for note in notes:
-        wrapped = _wrap(note, 72)
-        fig.text(0.53, text_y, wrapped, fontsize=6.3, va="top", linespacing=1.15)
-        text_y -= 0.0098 * (wrapped.count("\n") + 1) + 0.004
-    return render_figure(fig, dpi=120)
+    # shrink the notes (wider lines, smaller type) until they fit above the page's bottom margin
+    scale, width = 1.0, 72
+    while True:
+        wrapped_notes = [_wrap(note, width) for note in notes]
+        needed = sum(scale * 0.0098 * (w.count("\n") + 1) + 0.004 for w in wrapped_notes)
+        if needed <= text_y - 0.01 or scale < 0.6:
+            break
+        scale, width = scale * 0.92, int(width / 0.92)
+    for wrapped in wrapped_notes:
+        fig.text(0.53, text_y, wrapped, fontsize=6.3 * scale, va="top", linespacing=1.15)
+        text_y -= scale * 0.0098 * (wrapped.count("\n") + 1) + 0.004
+    return fig
+
+
+def tripod_figure(model: RiskModel) -> Figure:
+    """The card's second page: the TRIPOD+AI items, numbered."""
+    fig = new_figure(8.27, 11.69)
+    fig.text(0.05, 0.975, "TRIPOD+AI items (Collins et al., BMJ 2024)", fontsize=12, weight="bold", va="top")
+    y = 0.945
+    for item in tripod_items(model):
+        wrapped = _wrap(item.text, 95)
+        fig.text(0.05, y, item.number, fontsize=7, weight="bold", va="top")
+        fig.text(0.13, y, item.topic, fontsize=7, weight="bold", va="top")
+        fig.text(
+            0.13,
+            y - 0.012,
+            wrapped,
+            fontsize=6.5,
+            va="top",
+            linespacing=1.15,
+            color="0.45" if not item.supplied else "black",
+        )
+        y -= 0.012 + 0.0102 * (wrapped.count("\n") + 1) + 0.008
+    return fig
+
+
+def card_pdf(model: RiskModel) -> bytes:
+    """The card as a two-page PDF: the one-page figure, then the TRIPOD+AI items (reproducible bytes)."""
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    buffer = io.BytesIO()
+    with PdfPages(buffer, metadata={"CreationDate": None}) as pdf:
+        for fig in (card_page(model), tripod_figure(model)):
+            pdf.savefig(fig, dpi=120)
+            plt.close(fig)
+    return buffer.getvalue()
 
 
 def _wrap(text: str, width: int) -> str:
@@ -210,6 +263,7 @@ def card_markdown(model: RiskModel, figure_name: str | None = None) -> str:
         )
     if model.notes:
         lines += ["", "## Notes and limitations", ""] + [f"- {n}" for n in model.notes]
+    lines += ["", *tripod_markdown(model)]
     signature = model.signature_details
     lines += [
         "",
@@ -236,7 +290,7 @@ def write_model_and_card(model: RiskModel, out: Path, card: bool = True) -> list
         paths = card_paths(out)
         figure = card_figure(model)
         files[paths["png"]] = figure["png"]
-        files[paths["pdf"]] = figure["pdf"]
+        files[paths["pdf"]] = card_pdf(model)
         files[paths["md"]] = card_markdown(model, paths["png"].name).encode()
     with contextlib.ExitStack() as stack:
         for target, data in files.items():

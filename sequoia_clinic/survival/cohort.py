@@ -2,20 +2,24 @@
 
 Everything a user can get wrong in the table is checked here, at the boundary, and reported as one
 :class:`~sequoia_clinic.errors.TableError` naming the file, the column and the fix (never a patient ID).
-Times are converted to years (days / 365.25, months / 12); all models keep time in years.
+Times are converted to years (days / 365.25, months / 12); all models keep time in years. Tables are read
+within stated limits (``MAX_TABLE_*``), and only the columns a caller selects from the header are parsed.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from sequoia_clinic.errors import InputPathError, OptionError, TableError
+from sequoia_clinic.signatures import ColumnMatch, DuplicateGeneColumns, load_mapper, match_gene_columns
 
 UNITS_PER_YEAR = {"days": 365.25, "months": 12.0, "years": 1.0}
 MAX_PLAUSIBLE_YEARS = 50.0  # a longest follow-up above this means the time unit is wrong
@@ -42,23 +46,71 @@ class SurvivalData:
         return int(self.event.sum())
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV/TSV or Parquet cohort table."""
+MAX_TABLE_BYTES = 256 << 20  # a table file larger than this is refused before it is parsed
+MAX_TABLE_COLUMNS = 100_000
+MAX_TABLE_ROWS = 1_000_000
+ColumnSelector = Callable[[list[str]], Iterable[str]]
+
+
+def _read_frame(path: Path, suffix: str, columns: list[str] | None, header_only: bool) -> pd.DataFrame:
+    if suffix in {".parquet", ".pq"}:
+        if header_only:
+            return pd.DataFrame(columns=[str(c) for c in pq.read_schema(path).names])
+        return pd.read_parquet(path, columns=columns)
+    return pd.read_csv(
+        path,
+        sep="\t" if suffix == ".tsv" else ",",
+        encoding="utf-8",
+        usecols=columns,
+        nrows=0 if header_only else MAX_TABLE_ROWS + 1,
+        engine="c",
+    )
+
+
+def read_table(path: Path, select: ColumnSelector | None = None) -> pd.DataFrame:
+    """Read a CSV/TSV or Parquet cohort table, within stated limits, keeping only the selected columns.
+
+    The file may hold at most ``MAX_TABLE_BYTES`` bytes, ``MAX_TABLE_COLUMNS`` columns and
+    ``MAX_TABLE_ROWS`` rows; ``select`` gets the header and names the columns to read (others are never
+    parsed, so memory follows what is used, not the file's width). Every problem is one TableError.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputPathError("table not found", path, "Pass an existing CSV or Parquet file.")
+    size = path.stat().st_size
+    if size > MAX_TABLE_BYTES:
+        raise TableError(
+            f"the table has {size / 2**20:,.0f} MiB, above the limit of {MAX_TABLE_BYTES >> 20} MiB",
+            path,
+            "Keep only the columns the command needs (time, event, risk/group or gene columns).",
+        )
     suffix = path.suffix.lower()
     try:
-        if suffix in {".parquet", ".pq"}:
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8")
+        header = [str(c) for c in _read_frame(path, suffix, None, header_only=True).columns]
+        if len(header) > MAX_TABLE_COLUMNS:
+            raise TableError(
+                f"the table has {len(header):,} columns, above the limit of {MAX_TABLE_COLUMNS:,}",
+                path,
+                "Keep only the columns the command needs.",
+            )
+        wanted = None
+        if select is not None:
+            chosen = set(select(header))
+            if chosen <= set(header):  # a missing name: read all, so the error can list the columns
+                wanted = [c for c in header if c in chosen] or None
+        frame = _read_frame(path, suffix, wanted, header_only=False)
     except UnicodeDecodeError:
         raise TableError("the table is not UTF-8 text", path, "Save it as UTF-8 CSV.") from None
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
+    except pd.errors.EmptyDataError:
+        raise TableError("the table is empty", path, "Give a header row and one row per patient.") from None
+    except (ValueError, OSError, pd.errors.ParserError, pa.ArrowException) as exc:
         raise TableError(
             f"cannot read the table ({type(exc).__name__})", path, "Give a CSV or Parquet file."
         ) from None
+    if len(frame) > MAX_TABLE_ROWS:
+        raise TableError(
+            f"the table has more than {MAX_TABLE_ROWS:,} rows", path, "Split it or keep the rows needed."
+        )
     frame.columns = [str(c) for c in frame.columns]
     _check_separator(frame, path, suffix)
     if frame.empty:
@@ -185,25 +237,39 @@ def survival_data(
     return SurvivalData(time=time, event=event)
 
 
-def gene_columns(frame: pd.DataFrame, genes: Sequence[str], path: Path | None) -> dict[str, str]:
-    """Column of each gene: its symbol, or ``rna_<symbol>`` (SEQUOIA's reference-file naming)."""
-    found: dict[str, str] = {}
-    missing: list[str] = []
-    for gene in genes:
-        if gene in frame.columns:
-            found[gene] = gene
-        elif f"rna_{gene}" in frame.columns:
-            found[gene] = f"rna_{gene}"
-        else:
-            missing.append(gene)
-    if missing:
+def match_genes(frame: pd.DataFrame, genes: Sequence[str], path: Path | None) -> ColumnMatch:
+    """Column of each gene (its symbol, ``rna_<symbol>``, or an older symbol of the same gene) and the renames.
+
+    Column names go through the same alias table as signatures, so old and current symbols mix freely;
+    two columns holding one gene, or a gene with no column, are a :class:`TableError`.
+    """
+    try:
+        match = match_gene_columns(list(frame.columns), genes, load_mapper())
+    except DuplicateGeneColumns as exc:
+        raise TableError(exc.message, path, exc.fix) from None
+    if match.missing:
+        missing = match.missing
         raise TableError(
             f"{len(missing)} signature gene(s) not in the table: {', '.join(missing[:10])}"
             + (", ..." if len(missing) > 10 else ""),
             path,
-            "Add a column per signature gene (SEQUOIA symbol), or use a signature file with the genes you have.",
+            "Add a column per signature gene (current or older HGNC symbol), or use a signature file with the "
+            "genes you have.",
         )
-    return found
+    return match
+
+
+def gene_columns(frame: pd.DataFrame, genes: Sequence[str], path: Path | None) -> dict[str, str]:
+    """Column of each gene (see :func:`match_genes`)."""
+    return match_genes(frame, genes, path).columns
+
+
+def renamed_note(renamed: Sequence[tuple[str, str]]) -> str | None:
+    """One sentence listing table columns read under their current symbol, or None."""
+    if not renamed:
+        return None
+    pairs = ", ".join(f"{old} as {new}" for old, new in renamed)
+    return f"table columns read under their current gene symbol: {pairs}"
 
 
 def numeric_block(frame: pd.DataFrame, columns: Sequence[str], path: Path | None, what: str) -> np.ndarray:

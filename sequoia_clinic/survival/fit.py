@@ -27,6 +27,7 @@ from sequoia_clinic.errors import OptionError, RiskModelError, TableError
 from sequoia_clinic.settings import RiskSettings
 from sequoia_clinic.signatures import Signature
 from sequoia_clinic.survival import cohort as cohort_io
+from sequoia_clinic.survival.clinical import CovariateSpec, MissingRule, encode_covariates, parse_covariates
 from sequoia_clinic.survival.cox import (
     CoxFit,
     PenaltyOptions,
@@ -48,12 +49,14 @@ from sequoia_clinic.survival.km import (
 )
 from sequoia_clinic.survival.metrics import MetricPlan, OutOfFold, summarise
 from sequoia_clinic.survival.model import RISK_HORIZONS, RiskModel
+from sequoia_clinic.survival.population import Population
 from sequoia_clinic.survival.records import (
     BootstrapFit,
     CalibrationBin,
     CalibrationCurve,
     CrossValidatedKM,
     CVDesign,
+    ExpressionShrinkage,
     ExpressionSource,
     GroupRule,
     HorizonCount,
@@ -79,8 +82,11 @@ class CohortMatrix:
 
     values: np.ndarray
     genes: tuple[str, ...]
-    covariates: tuple[str, ...]
+    covariates: tuple[str, ...]  # predictor names of the clinical covariates (encoded)
     survival: cohort_io.SurvivalData
+    clinical: tuple[CovariateSpec, ...] = ()
+    renamed: tuple[tuple[str, str], ...] = ()  # table columns read under their current symbol
+    missing_data: str = "none: rows with missing values are rejected at input"
 
     @property
     def predictors(self) -> tuple[str, ...]:
@@ -96,14 +102,27 @@ def cohort_matrix(
     covariates: Sequence[str] = (),
     path: Path | None = None,
     min_events: int = 10,
+    missing: MissingRule = MissingRule.REFUSE,
 ) -> CohortMatrix:
-    """Check the table (columns, types, NaNs, events, unit) and extract the model's predictors."""
+    """Check the table (columns, types, NaNs, events, unit) and extract the model's predictors.
+
+    ``covariates`` are declarations ``NAME[:KIND[:REFERENCE]]`` (survival/clinical.py), encoded as predictors.
+    """
     survival = cohort_io.survival_data(frame, time_col, event_col, time_unit, path, min_events)
-    cohort_io.require_columns(frame, list(covariates), path, what="covariate column")
-    columns = cohort_io.gene_columns(frame, signature.genes, path)
-    genes = cohort_io.numeric_block(frame, [columns[g] for g in signature.genes], path, "gene column")
-    covs = cohort_io.numeric_block(frame, list(covariates), path, "covariate")
-    return CohortMatrix(np.hstack([genes, covs]), tuple(signature.genes), tuple(covariates), survival)
+    declared = parse_covariates(",".join(covariates))
+    cohort_io.require_columns(frame, [c for c, _, _ in declared], path, what="covariate column")
+    match = cohort_io.match_genes(frame, signature.genes, path)
+    genes = cohort_io.numeric_block(frame, [match.columns[g] for g in signature.genes], path, "gene column")
+    encoded = encode_covariates(frame, declared, missing, path)
+    return CohortMatrix(
+        np.hstack([genes, encoded.values]),
+        tuple(signature.genes),
+        encoded.names,
+        survival,
+        encoded.specs,
+        match.renamed,
+        encoded.missing_summary(),
+    )
 
 
 def _options(settings: RiskSettings) -> PenaltyOptions:
@@ -306,7 +325,12 @@ def _ph_check(lp: np.ndarray, time: np.ndarray, event: np.ndarray) -> PHCheck:
 
 
 def _training_summary(
-    time: np.ndarray, event: np.ndarray, unit: str, horizons: Sequence[float], cohort: str
+    time: np.ndarray,
+    event: np.ndarray,
+    unit: str,
+    horizons: Sequence[float],
+    cohort: str,
+    missing_data: str = "none: rows with missing values are rejected at input",
 ) -> TrainingSummary:
     reverse = KaplanMeierFitter().fit(time, ~event)
     overall = KaplanMeierFitter().fit(time, event)
@@ -333,7 +357,7 @@ def _training_summary(
         events_by_horizon=tuple(HorizonCount(h, int(((time <= h) & event).sum())) for h in horizons),
         km_survival=tuple(km_rows),
         source_time_unit=unit,
-        missing_data="none: rows with missing values are rejected at input",
+        missing_data=missing_data,
         cohort=cohort,
     )
 
@@ -411,13 +435,21 @@ def fit_risk_model(
     notes: Sequence[str] = (),
     path: Path | None = None,
     expression_source: ExpressionSource = ExpressionSource.UNKNOWN,
+    missing: MissingRule = MissingRule.REFUSE,
+    population: Population | None = None,
+    shrinkage: ExpressionShrinkage | None = None,
 ) -> RiskModel:
-    """Calibrate a Cox risk model of ``signature``'s genes (and covariates) on a cohort table."""
+    """Calibrate a Cox risk model of ``signature``'s genes (and typed clinical covariates) on a cohort table.
+
+    ``covariates`` declare clinical columns as ``NAME[:KIND[:REFERENCE]]`` (survival/clinical.py); they are
+    unpenalised. ``missing`` is the stated rule for missing clinical values.
+    """
     settings = settings or RiskSettings()
     spec = cutoffs or CutoffSpec("tertiles")
     data = cohort_matrix(
-        frame, signature, time_col, event_col, time_unit, covariates, path, settings.min_events
+        frame, signature, time_col, event_col, time_unit, covariates, path, settings.min_events, missing
     )
+    renamed = cohort_io.renamed_note(data.renamed)
     time, event = data.survival.time, data.survival.event
     options = _options(settings)
     factor = np.r_[np.ones(len(data.genes)), np.zeros(len(data.covariates))] if data.covariates else None
@@ -482,7 +514,9 @@ def fit_risk_model(
         expression_source=expression_source,
         model_form="S(t|x) = S0(t) ** exp(lp), lp = sum_j beta_j (x_j - mean_j) / sd_j",
         penalty=_penalty_choice(final, settings),
-        training=_training_summary(time, event, time_unit, settings.auc_horizons_years, cohort_name),
+        training=_training_summary(
+            time, event, time_unit, settings.auc_horizons_years, cohort_name, data.missing_data
+        ),
         performance=Performance(performance, _cv_design(settings, plan)),
         ph_check=_ph_check(lp, time, event),
         cross_validated_km=_cv_km(
@@ -495,7 +529,10 @@ def fit_risk_model(
         predictor_table=_predictor_table(data, mean, sd, final.coef, boot_coefs),
         settings=settings,
         fit_warnings=tuple(fit_warnings),
-        notes=(*notes, *fit_warnings),
+        notes=(*notes, *fit_warnings, *([renamed] if renamed else [])),
+        clinical=data.clinical,
+        population=population,
+        expression_shrinkage=shrinkage,
     )
 
 

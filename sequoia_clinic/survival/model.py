@@ -8,7 +8,9 @@ calibration tables that the model card and the PDF report draw. Every section is
 (:mod:`sequoia_clinic.survival.records`); :meth:`RiskModel.from_dict` checks each one and names the file
 and the key of any malformed value, and ``RiskModel.from_dict(model.to_dict()) == model``. The file's
 ``baseline_survival_at`` section is not stored in memory: it is S0 at :data:`RISK_HORIZONS`, recomputed.
-A :class:`PatientRisk` carries one :class:`HorizonRisk` per horizon.
+A :class:`PatientRisk` carries one :class:`HorizonRisk` per horizon. :meth:`RiskModel.load` reads the file
+within a size and nesting limit (finite numbers only) and checks it against
+``schemas/risk_model.schema.json`` before the records read it.
 
 Model:  z = (x - mean) / sd;  lp = z . beta;  S(t | x) = S0(t) ** exp(lp);  risk(t) = 1 - S(t | x).
 Score:  the percentile (0-100) of lp among the calibration cohort's apparent linear predictors.
@@ -25,21 +27,27 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 
 from sequoia_clinic.errors import RiskModelError
-from sequoia_clinic.fileio import write_json_atomic
+from sequoia_clinic.fileio import JsonLimitError, read_json_bounded, write_json_atomic
 from sequoia_clinic.qc import QCCode, QCWarning
 from sequoia_clinic.settings import RiskSettings
+from sequoia_clinic.survival.clinical import CovariateSpec
 from sequoia_clinic.survival.cox import baseline_at
 from sequoia_clinic.survival.cutoffs import assign_groups
+from sequoia_clinic.survival.population import Population
 from sequoia_clinic.survival.records import (
     BootstrapFit,
     CalibrationCurve,
     CrossValidatedKM,
+    ExpressionShrinkage,
     ExpressionSource,
     GroupRule,
     MalformedRecord,
@@ -160,6 +168,9 @@ class RiskModel:
     settings: RiskSettings
     fit_warnings: tuple[str, ...] = ()  # about the fit itself (e.g. implausibly large coefficients)
     notes: tuple[str, ...] = ()  # limitations, shown on the model card
+    clinical: tuple[CovariateSpec, ...] = ()  # typed clinical covariates (their predictors are `covariates`)
+    population: Population | None = None  # intended population and development data (TRIPOD+AI)
+    expression_shrinkage: ExpressionShrinkage | None = None  # predicted vs measured spread, when known
 
     # ---- views --------------------------------------------------------------------------------------
     @property
@@ -346,6 +357,11 @@ class RiskModel:
             "settings": risk_settings_to_dict(self.settings),
             "fit_warnings": list(self.fit_warnings),
             "notes": list(self.notes),
+            "clinical_covariates": [spec.to_dict() for spec in self.clinical],
+            "population": None if self.population is None else self.population.to_dict(),
+            "expression_shrinkage": None
+            if self.expression_shrinkage is None
+            else self.expression_shrinkage.to_dict(),
         }
         core = {
             "format": FORMAT,
@@ -445,6 +461,15 @@ class RiskModel:
             settings=risk_settings_from_dict(read_section(data, "settings", ""), "settings"),
             fit_warnings=read_strs(data, "fit_warnings", "") if "fit_warnings" in data else (),
             notes=read_strs(data, "notes", ""),
+            clinical=read_records(data, "clinical_covariates", "", CovariateSpec.from_dict)
+            if data.get("clinical_covariates")
+            else (),
+            population=Population.from_dict(data["population"])
+            if data.get("population") is not None
+            else None,
+            expression_shrinkage=ExpressionShrinkage.from_dict(data["expression_shrinkage"])
+            if data.get("expression_shrinkage") is not None
+            else None,
         )
 
     def validate(self, source: Path | str | None = None) -> None:
@@ -473,6 +498,13 @@ class RiskModel:
             raise RiskModelError("baseline times and survival differ in length", source, "Recalibrate.")
         if any(np.diff(self.baseline_survival) > 1e-12):
             raise RiskModelError("baseline survival increases with time", source, "Recalibrate.")
+        encoded = tuple(p for spec in self.clinical for p in spec.predictors)
+        if self.clinical and encoded != self.covariates:
+            raise RiskModelError(
+                "the clinical covariates do not match the model's covariate predictors",
+                source,
+                "Recalibrate.",
+            )
         if any(len(row) != n for row in self.bootstrap.coefficients):
             raise RiskModelError(
                 "bootstrap refits have the wrong number of coefficients", source, "Recalibrate."
@@ -484,12 +516,34 @@ class RiskModel:
         if not path.is_file():
             raise RiskModelError("risk model not found", path, "Pass a JSON file written by `calibrate`.")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RiskModelError(f"not valid JSON ({exc.__class__.__name__})", path, "Recalibrate.") from None
+            # NaN/Infinity are read, so that the records name the key that holds them
+            data = read_json_bounded(path, MAX_RISK_MODEL_BYTES, MAX_RISK_MODEL_DEPTH, finite_only=False)
+        except JsonLimitError as exc:
+            raise RiskModelError(f"the risk model {exc}", path, "Recalibrate.") from None
         if not isinstance(data, dict):
             raise RiskModelError("not a JSON object", path, "Recalibrate.")
+        check_risk_model_schema(data, path)
         return cls.from_dict(data, path)
+
+
+MAX_RISK_MODEL_BYTES = 32 << 20  # a risk-model file larger than this is refused unread
+MAX_RISK_MODEL_DEPTH = 16  # nesting limit of a risk-model file (the files calibrate writes nest at most 6)
+
+
+@cache
+def _risk_model_validator() -> jsonschema.Draft202012Validator:
+    text = resources.files("sequoia_clinic.schemas").joinpath("risk_model.schema.json").read_text("utf-8")
+    return jsonschema.Draft202012Validator(json.loads(text))
+
+
+def check_risk_model_schema(data: dict[str, Any], path: Path) -> None:
+    """The outer shape of a risk-model file (schemas/risk_model.schema.json), before the typed records."""
+    errors = sorted(_risk_model_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+        raise RiskModelError(
+            f"malformed risk model: '{where}' fails the {errors[0].validator!r} rule", path, "Recalibrate."
+        )
 
 
 def _clip(s0: float) -> float:

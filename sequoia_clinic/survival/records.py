@@ -985,3 +985,34 @@ def risk_settings_from_dict(data: Any, where: str = "settings") -> RiskSettings:
         else:
             values[spec.name] = read_float(data, spec.name, where)
     return RiskSettings(**values)
+
+
+@dataclass(frozen=True)
+class ExpressionShrinkage:
+    """How predicted expression compares with measured expression of the same patients (per gene, summarised).
+
+    ``sd_ratio`` is SD(predicted) / SD(measured): below 1 the predictor shrinks towards the mean, so a model
+    fitted on measured values gives compressed risks on predicted ones (calibration slope > 1).
+    """
+
+    n_patients: int
+    n_genes: int
+    median_sd_ratio: float
+    min_sd_ratio: float
+    max_sd_ratio: float
+    median_correlation: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "expression_shrinkage") -> ExpressionShrinkage:
+        data = section(data, where)
+        return cls(
+            n_patients=read_int(data, "n_patients", where),
+            n_genes=read_int(data, "n_genes", where),
+            median_sd_ratio=read_float(data, "median_sd_ratio", where),
+            min_sd_ratio=read_float(data, "min_sd_ratio", where),
+            max_sd_ratio=read_float(data, "max_sd_ratio", where),
+            median_correlation=read_optional_float(data, "median_correlation", where),
+        )

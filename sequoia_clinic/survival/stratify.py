@@ -24,8 +24,9 @@ import pandas as pd
 from lifelines.utils import concordance_index
 
 from sequoia_clinic.errors import OptionError, TableError
-from sequoia_clinic.fileio import atomic_dir
+from sequoia_clinic.fileio import atomic_dir, csv_safe_cell
 from sequoia_clinic.survival import cohort as cohort_io
+from sequoia_clinic.survival.clinical import encode_with_specs
 from sequoia_clinic.survival.cohort import check_time_unit
 from sequoia_clinic.survival.cutoffs import QUANTILE_METHODS, CutoffSpec, assign_groups
 from sequoia_clinic.survival.km import (
@@ -196,11 +197,26 @@ def _group_labels(frame: pd.DataFrame, column: str, path: Path | None) -> np.nda
 
 def _model_lp(frame: pd.DataFrame, model: RiskModel, path: Path | None) -> np.ndarray:
     columns = cohort_io.gene_columns(frame, model.genes, path)
+    if model.clinical:  # typed covariates: encoded as at calibration (levels, indicators)
+        genes = cohort_io.numeric_block(frame, [columns[g] for g in model.genes], path, "model input")
+        return model.linear_predictor(np.hstack([genes, encode_with_specs(frame, model.clinical, path)]))
     cohort_io.require_columns(frame, list(model.covariates), path, "covariate column")
     values = cohort_io.numeric_block(
         frame, [columns[g] for g in model.genes] + list(model.covariates), path, "model input"
     )
     return model.linear_predictor(values)
+
+
+def _concordance(time: np.ndarray, score: np.ndarray, event: np.ndarray, path: Path | None) -> float:
+    """Harrell's C of ``score`` (higher = worse); a table with no comparable pair is a TableError."""
+    try:
+        return float(concordance_index(time, -score, event))
+    except ZeroDivisionError:  # lifelines: "No admissable pairs" (one row, or no event before a later time)
+        raise TableError(
+            "the table has no pair of patients whose survival can be compared (too few rows or events)",
+            path,
+            "Give a cohort with several patients and at least one event.",
+        ) from None
 
 
 def stratify(
@@ -282,7 +298,7 @@ def stratify(
         logrank=logrank(time, event, labels) if several else None,
         pairwise=pairwise_logrank(time, event, labels) if several else (),
         hazard_ratios=hazard_ratios,
-        c_index=CIndex(float(concordance_index(time, -score, event)), c_source),
+        c_index=CIndex(_concordance(time, score, event, path), c_source),
         display_limit_years=limit,
         notes=(
             *_notes(model, quantile_split),
@@ -325,8 +341,8 @@ def _notes(model: RiskModel | None, quantile_split: bool) -> list[str]:
 def _csv(rows: list[dict[str, object]], columns: Sequence[str]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    writer.writerow({column: csv_safe_cell(column) for column in columns})
+    writer.writerows({key: csv_safe_cell(value) for key, value in row.items()} for row in rows)
     return buffer.getvalue()
 
 
@@ -443,7 +459,9 @@ def stratify_table(request: StratifyRequest) -> StratifyOutcome:
             option="cutoffs",
         )
     model = RiskModel.load(request.model) if request.model is not None else None
-    frame = cohort_io.read_table(request.table)
+    needed = [c for c in (request.time_col, request.event_col, request.risk_col, request.group_col) if c]
+    select = (lambda header: needed) if model is None else None  # a model reads its gene columns too
+    frame = cohort_io.read_table(request.table, select)
     result = stratify(
         frame,
         time_col=request.time_col,
