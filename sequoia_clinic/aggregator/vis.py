@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -116,7 +116,8 @@ class SummaryTransformer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for mixer, feed_forward in self.layers:
+        for layer in self.layers:
+            mixer, feed_forward = cast(nn.ModuleList, layer)
             x = mixer(x) + x
             x = feed_forward(x) + x
         return x

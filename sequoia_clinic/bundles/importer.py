@@ -163,18 +163,19 @@ def import_bundle(
             fold_dir.mkdir(parents=True)
             shutil.copyfile(config_path, fold_dir / "config.json")
             shutil.copyfile(weights, fold_dir / "model.safetensors")
+            fold_weights = file_entry(fold_dir / "model.safetensors", tmp)
             folds.append(
                 {
                     "fold": number,
                     "source": folder.resolve().name,
-                    "weights": file_entry(fold_dir / "model.safetensors", tmp),
+                    "weights": fold_weights,
                 }
             )
             sources.append(
                 {
                     "folder": folder.resolve().name,
                     "config_sha256": sha256_file(config_path),
-                    "model_sha256": folds[-1]["weights"]["sha256"],
+                    "model_sha256": fold_weights["sha256"],
                 }
             )
         manifest = {
@@ -197,6 +198,7 @@ def import_bundle(
                 "n_clusters": int(config.num_clusters),
                 "kmeans_seed": 0,
                 "kmeans_n_init": 1,
+                "tile_order": "reference",  # the tiles and k-means order of the checkpoints' training data
             },
             "provenance": {
                 "imported_by": f"sequoia-clinic {__version__}",

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -74,7 +74,8 @@ def _produce(
             batch = next(iterator, _DONE)
             if batch is _DONE or stop.is_set():
                 break
-            if not _put(q, _Prepared(np.asarray(batch.indices), encoder.prepare(batch.pixels)), stop):
+            tiles = cast(TileBatchLike, batch)  # not _DONE (checked above)
+            if not _put(q, _Prepared(np.asarray(tiles.indices), encoder.prepare(tiles.pixels)), stop):
                 break
     except BaseException as exc:  # handed to the consumer, which re-raises it
         _put(q, _Failure(exc), stop)

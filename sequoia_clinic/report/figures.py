@@ -12,6 +12,7 @@ import math
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -29,7 +30,7 @@ from sequoia_clinic.report.templates import ReportText  # noqa: E402
 
 MM = 1 / 25.4  # inches per millimetre
 FONT = 7.5  # base font size in points
-_RC = {
+_RC: Any = {  # rcParams; typed Any because matplotlib types the keys as one long Literal
     "font.size": FONT,
     "font.family": "DejaVu Sans",
     "axes.titlesize": FONT + 0.5,

@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -120,10 +121,17 @@ def _group_rows(
     return rows, unmapped, renamed
 
 
+def _mapping(value: object) -> Mapping[str, Any]:
+    """A JSON object of the registry (a malformed entry is a bug in the shipped data, not user input)."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a JSON object in the signature registry, got {type(value).__name__}")
+    return value
+
+
 def _collapse_weights(frame: pd.DataFrame, entry: Mapping[str, object], rows: dict[str, list[int]]):
     """Per-gene weights: summed over probes for wang76 (keeps the score), else mean or sign from group."""
     if "sign_from_group" in entry:
-        signs = {str(k): float(v) for k, v in dict(entry["sign_from_group"]).items()}
+        signs = {str(k): float(v) for k, v in _mapping(entry["sign_from_group"]).items()}
         column = frame[str(entry["group_column"])].astype(str)
         return tuple(signs[column.iloc[idx[0]]] for idx in rows.values())
     weight_col = entry.get("weight_column")
@@ -143,7 +151,7 @@ def _from_registry(name: str, entry: Mapping[str, object], mapper: GeneMapper) -
     rows, unmapped, renamed = _group_rows(frame, entry, mapper)
     groups = None
     if "group_column" in entry:
-        labels = {str(k): str(v) for k, v in dict(entry.get("group_labels", {})).items()}
+        labels = {str(k): str(v) for k, v in _mapping(entry.get("group_labels", {})).items()}
         column = frame[str(entry["group_column"])].astype(str)
         groups = tuple(labels.get(column.iloc[idx[0]], column.iloc[idx[0]]) for idx in rows.values())
     probe_col = entry.get("probe_column")
@@ -167,6 +175,10 @@ def _from_registry(name: str, entry: Mapping[str, object], mapper: GeneMapper) -
     )
 
 
+MAX_SIGNATURE_BYTES = 16 << 20  # a user signature file larger than this is refused unread
+MAX_SIGNATURE_GENES = 25_000  # more rows than genes in the SEQUOIA list (20,820) is not a signature
+
+
 def load_signature_file(path: str | Path) -> Signature:
     """Read a user signature CSV (``gene`` column, optional numeric ``weight``), mapped to SEQUOIA symbols."""
     path = Path(path)
@@ -174,10 +186,22 @@ def load_signature_file(path: str | Path) -> Signature:
         raise SignatureError(
             "signature file not found", path, "Pass a registry name or an existing CSV file."
         )
+    if path.stat().st_size > MAX_SIGNATURE_BYTES:
+        raise SignatureError(
+            f"larger than {MAX_SIGNATURE_BYTES >> 20} MiB", path, "Write one 'gene[,weight]' row per gene."
+        )
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        frame = pd.read_csv(path, sep=sep, dtype=str)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        frame = pd.read_csv(
+            path,
+            sep=sep,
+            dtype=str,
+            usecols=lambda column: str(column).strip().lower() in ("gene", "weight"),
+            nrows=MAX_SIGNATURE_GENES + 1,
+        )
+        if frame.shape[1] == 0:  # no gene column: read the header for the message
+            frame = pd.read_csv(path, sep=sep, dtype=str, nrows=0)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise SignatureError(
             f"not a readable CSV ({type(exc).__name__})", path, "Write 'gene[,weight]' rows."
         ) from None
@@ -187,6 +211,10 @@ def load_signature_file(path: str | Path) -> Signature:
             f"no 'gene' column (columns: {', '.join(map(str, frame.columns))})",
             path,
             "Name the first column 'gene'.",
+        )
+    if len(frame) > MAX_SIGNATURE_GENES:
+        raise SignatureError(
+            f"more than {MAX_SIGNATURE_GENES:,} genes", path, "A signature lists at most the SEQUOIA genes."
         )
     genes = frame[columns["gene"]].fillna("").astype(str).str.strip()
     if (genes == "").any() or genes.empty:

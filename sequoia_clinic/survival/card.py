@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
 from sequoia_clinic.fileio import atomic_path
 from sequoia_clinic.survival.model import SCORE_DEFINITION, RiskModel
@@ -119,7 +120,7 @@ def card_page(model: RiskModel) -> Figure:
             colLabels=["metric", "mean over CV repeats", "bootstrap 95% CI", "range over repeats"],
             colWidths=[0.34, 0.22, 0.22, 0.22],
             cellLoc="center",
-            bbox=(0.0, 0.0, 1.0, 0.9),
+            bbox=Bbox.from_bounds(0.0, 0.0, 1.0, 0.9),
         )
         table.auto_set_font_size(False)
         table.set_fontsize(7)

@@ -216,7 +216,7 @@ def _bootstrap_fits(
     for _ in range(n_boot):
         index = rng.integers(0, time.size, time.size)
         zb, tb, eb = z[index], time[index], event[index]
-        if fit.alpha == 0:
+        if fit.alpha == 0 or fit.alpha_path is None:  # no path: the fit was unpenalised
             coef = _unpenalised(zb, tb, eb)
         else:
             coef = fixed_alpha_coef(zb, tb, eb, options, fit.alpha_path, fit.alpha, factor)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from sksurv.linear_model import CoxPHSurvivalAnalysis
@@ -85,6 +86,10 @@ def _safe(func: Callable[[], float]) -> float:
         return float("nan")
 
 
+def _auc_at(y_censoring: np.ndarray, y_test: np.ndarray, lp: np.ndarray, horizon: float) -> float:
+    return float(cumulative_dynamic_auc(y_censoring, y_test, lp, [horizon])[0][0])
+
+
 def evaluate(
     time: np.ndarray,
     event: np.ndarray,
@@ -104,16 +109,16 @@ def evaluate(
         "uno_c": _safe(lambda: concordance_index_ipcw(y_censoring, y_test, lp, tau=plan.tau)[0]),
     }
     for h in plan.horizons:
-        out[f"auc_{h:g}y"] = _safe(lambda h=h: cumulative_dynamic_auc(y_censoring, y_test, lp, [h])[0][0])
+        out[f"auc_{h:g}y"] = _safe(partial(_auc_at, y_censoring, y_test, lp, h))
     ibs_cols = [_grid_column(oof.grid, s) for s in plan.ibs_times]
     times = np.asarray(plan.ibs_times)
     out["ibs"] = _safe(lambda: integrated_brier_score(y_censoring, y_test, surv[:, ibs_cols], times))
     out["ibs_null_km"] = _safe(lambda: integrated_brier_score(y_censoring, y_test, null[:, ibs_cols], times))
     for h in plan.calibration_horizons:
         s_h = surv[:, _grid_column(oof.grid, h)]
-        out[f"calibration_slope_{h:g}y"] = _safe(lambda s_h=s_h, h=h: calibration_slope(t, e, s_h, h))
+        out[f"calibration_slope_{h:g}y"] = _safe(partial(calibration_slope, t, e, s_h, h))
         predicted = float(np.mean(1.0 - s_h))
-        observed = _safe(lambda h=h: _km_risk(t, e, h))
+        observed = _safe(partial(_km_risk, t, e, h))
         out[f"predicted_risk_{h:g}y"] = predicted
         out[f"observed_risk_{h:g}y"] = observed
         out[f"calibration_in_the_large_{h:g}y"] = predicted - observed
