@@ -48,6 +48,10 @@ class SlideFormatError(SequoiaError):
     """A file that is not a readable whole-slide image (wrong format, corrupt, truncated)."""
 
 
+class CorruptTileError(SlideFormatError):
+    """One stored tile of a slide cannot be decoded (the rest of the slide may still be readable)."""
+
+
 class MissingMetadataError(SequoiaError):
     """Required slide metadata (for example the pixel size) is absent."""
 

@@ -1,7 +1,9 @@
 """Atomic output: write to a temporary sibling, then rename, so no partial output is ever left behind.
 
 Also an early probe of output folders (:func:`probe_writable`, :func:`check_output_dir`) so that a command
-fails before its work, not after it.
+fails before its work, not after it. And :func:`csv_safe_frame` / :func:`csv_safe_cell`, which every CSV the
+tool writes passes through (spreadsheet formula injection); and :func:`read_json_bounded`, the one reader of
+JSON files, with a size and nesting budget and finite numbers only.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from sequoia_clinic.errors import OptionError
 
@@ -147,3 +152,97 @@ def atomic_dir(target: Path) -> Iterator[Path]:
                 os.replace(item, target / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- CSV cells that a spreadsheet would run as formulas ----------------------------------------------------
+CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def csv_safe_cell(value: Any) -> Any:
+    """A text cell starting with ``= + - @``, tab or CR gets a leading ``'`` (OWASP CSV-injection rule).
+
+    Numbers, and text that reads as a number (``-1.5``, ``-inf``), are left as they are.
+    """
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_PREFIXES) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def csv_safe_frame(frame: Any) -> Any:
+    """A copy of a pandas DataFrame whose column names and text cells pass :func:`csv_safe_cell`."""
+    out = frame.copy()
+    out.columns = [csv_safe_cell(str(column)) for column in out.columns]
+    for column in out.columns:
+        if out[column].dtype == object or str(out[column].dtype).startswith("string"):
+            out[column] = out[column].map(csv_safe_cell)
+    return out
+
+
+# ---- JSON files with a size and nesting budget ---------------------------------------------------------------
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_OPENERS = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)
+MAX_JSON_BYTES = 64 << 20  # default size limit of a JSON file the tool reads
+MAX_JSON_DEPTH = 32  # default nesting limit (objects and arrays); no file the tool writes nests deeper than 8
+
+
+class JsonLimitError(ValueError):
+    """A JSON text above its size or nesting budget, holding NaN/Infinity, or not valid JSON."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise JsonLimitError(f"holds {name}, which is not a JSON number")
+
+
+def json_depth(text: str) -> int:
+    """Deepest nesting of objects/arrays in ``text`` (strings skipped), found without recursion."""
+    stripped = _JSON_STRING.sub('""', text).encode("utf-8", "replace")
+    if not stripped:
+        return 0
+    codes = np.frombuffer(stripped, dtype=np.uint8)
+    steps = np.isin(codes, _OPENERS).astype(np.int64) - np.isin(codes, _CLOSERS).astype(np.int64)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def parse_json_bounded(raw: bytes, max_depth: int = MAX_JSON_DEPTH, finite_only: bool = True) -> Any:
+    """Parse JSON bytes: UTF-8, nesting at most ``max_depth``, finite numbers only; else JsonLimitError.
+
+    ``finite_only=False`` reads NaN/Infinity as floats, for readers that check every number themselves and
+    name the key (risk models).
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise JsonLimitError("is not UTF-8 text") from None
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise JsonLimitError(f"nests {depth} levels deep, above the limit of {max_depth}")
+    try:
+        return json.loads(text, parse_constant=_reject_constant if finite_only else None)
+    except json.JSONDecodeError as exc:
+        raise JsonLimitError(f"is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:  # not reachable after the depth check; kept so no input can crash the reader
+        raise JsonLimitError("nests too deep") from None
+
+
+def read_json_bounded(
+    path: Path, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH, finite_only: bool = True
+) -> Any:
+    """Read a JSON file within a size and nesting budget (see :func:`parse_json_bounded`).
+
+    Raises JsonLimitError (with a reason, no file name) for anything over budget or malformed; OSError as
+    it comes, for the caller to name the file.
+    """
+    with open(path, "rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise JsonLimitError(f"is larger than the limit of {max_bytes >> 20} MiB")
+    return parse_json_bounded(raw, max_depth, finite_only)

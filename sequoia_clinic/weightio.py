@@ -5,22 +5,26 @@ Shared by the tile encoders (:mod:`sequoia_clinic.encoders`), the aggregator fol
 
 Only two formats are accepted: safetensors, and PyTorch pickles read with ``torch.load(weights_only=True)``
 (which refuses arbitrary code). Callers verify the file's sha256 against the bundle manifest before calling
-:func:`read_state_dict`. Loading is ``strict=True``: a missing, unexpected or mis-shaped tensor is refused
+:func:`read_state_dict`; with a :class:`HashMemo` the sha256 of an unchanged file (same path, size, mtime,
+ctime, inode and device) is taken from a small on-disk memo instead of re-hashing, so a 1.2 GB encoder is
+verified on every run at no cost. Loading is ``strict=True``: a missing, unexpected or mis-shaped tensor is refused
 with a :class:`~sequoia_clinic.errors.WeightsError` that names the file and the first offending keys.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
 from sequoia_clinic.errors import BundleError, ChecksumError, WeightsError
-from sequoia_clinic.fileio import sha256_file
+from sequoia_clinic.fileio import JsonLimitError, read_json_bounded, sha256_file, write_json_atomic
 
 
 def weights_format(path: Path) -> str:
@@ -102,12 +106,61 @@ def drop_prefixes(state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...]) 
     return {k: v for k, v in state.items() if not pattern.match(k)}
 
 
-def verify_sha256(path: Path, expected: str, what: str = "file") -> None:
-    """Refuse ``path`` unless its sha256 equals ``expected`` (the manifest's record)."""
+MEMO_NAME = "sha256-memo.json"
+MAX_MEMO_ENTRIES = 256
+
+
+@dataclass(frozen=True)
+class HashMemo:
+    """sha256 of files, remembered in ``<folder>/sha256-memo.json`` by their identity on disk.
+
+    The identity is (real path, size, mtime_ns, ctime_ns, inode, device): changing a file's bytes changes
+    its ctime (which no user can set back), so a tampered file is always re-hashed. The memo is a cache:
+    unreadable or unwritable, it is ignored.
+    """
+
+    folder: Path
+
+    @staticmethod
+    def identity(path: Path) -> str:
+        st = os.stat(path)
+        return (
+            f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}"
+        )
+
+    def _entries(self) -> dict[str, str]:
+        try:
+            data = read_json_bounded(self.folder / MEMO_NAME, max_bytes=1 << 20, max_depth=2)
+        except (OSError, JsonLimitError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+    def sha256(self, path: Path) -> str:
+        """The file's sha256, from the memo when its identity is unchanged, else hashed (and remembered)."""
+        identity = self.identity(path)
+        entries = self._entries()
+        known = entries.get(identity)
+        if known is not None:
+            return known
+        digest = sha256_file(path)
+        entries.pop(identity, None)
+        entries[identity] = digest
+        kept = dict(list(entries.items())[-MAX_MEMO_ENTRIES:])
+        try:
+            write_json_atomic(self.folder / MEMO_NAME, kept)
+        except OSError:  # a read-only cache: the result is the same, only slower next time
+            pass
+        return digest
+
+
+def verify_sha256(path: Path, expected: str, what: str = "file", memo: HashMemo | None = None) -> None:
+    """Refuse ``path`` unless its sha256 equals ``expected`` (the manifest's record); ``memo`` skips re-hashing."""
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{what} not found", path, fix="Restore the file or re-import the bundle.")
-    actual = sha256_file(path)
+    actual = memo.sha256(path) if memo is not None else sha256_file(path)
     if actual != expected.lower():
         raise ChecksumError(
             f"sha256 mismatch for the {what}: expected {expected[:12]}…, found {actual[:12]}…",

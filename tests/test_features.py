@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from sequoia_clinic.features import FeatureCache, cache_key, cluster_features, sample_tiles
+from sequoia_clinic.features import (
+    CacheLookup,
+    FeatureCache,
+    cache_key,
+    check_order,
+    cluster_features,
+    first_passing,
+    kmeans_order,
+)
+from sequoia_clinic.settings import TileOrder
 
 
 def _blobs(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
@@ -77,14 +87,22 @@ def test_cluster_features_refuse_bad_input():
         cluster_features(np.zeros((0, 3), np.float32))
 
 
-def test_sampling_follows_python_random_with_the_seed():
-    kept = np.arange(10, 5010, 2)  # 2,500 kept tiles
-    assert np.array_equal(sample_tiles(kept, 4000, 99), kept)
-    sample = sample_tiles(kept, 1000, 99)
-    assert sample.tolist() == random.Random(99).sample(kept.tolist(), 1000)
-    assert len(set(sample.tolist())) == 1000 and set(sample.tolist()) <= set(kept.tolist())
-    assert np.array_equal(sample, sample_tiles(kept, 1000, 99))
-    assert not np.array_equal(sample, sample_tiles(kept, 1000, 98))
+def test_grid_order_checks_a_python_random_shuffle_and_keeps_grid_order():
+    candidates = np.arange(10, 5010, 2)  # 2,500 candidate tiles of a 100 x 60 grid
+    order = check_order(TileOrder.GRID, candidates, (100, 60), (100, 60), 99)
+    expected = candidates.tolist()
+    random.Random(99).shuffle(expected)
+    assert order.tolist() == expected
+    assert not np.array_equal(order, check_order(TileOrder.GRID, candidates, (100, 60), (100, 60), 98))
+    passed = np.zeros(6000, bool)
+    passed[candidates[::3]] = True  # 834 pass
+    assert np.array_equal(
+        first_passing(order, passed, 4000),
+        candidates[::3][np.argsort([expected.index(i) for i in candidates[::3]])],
+    )
+    sample = first_passing(order, passed, 100)
+    assert sample.tolist() == [i for i in expected if passed[i]][:100]
+    assert np.array_equal(kmeans_order(TileOrder.GRID, sample, np.zeros((6000, 2))), np.sort(sample))
 
 
 def test_feature_cache_round_trip_and_keys(tmp_path):
@@ -94,14 +112,47 @@ def test_feature_cache_round_trip_and_keys(tmp_path):
     assert key == cache_key(dict(reversed(list(material.items()))))
     assert key != cache_key({**material, "encoder": "resnet50"})
     assert key != cache_key({**material, "tiles": {"tile_px": 224}})
-    assert cache.load(key) is None
+    weights = "cd" * 32
+    assert cache.load(key, weights) == CacheLookup(None)  # no entry: a plain miss, no problem
     arrays = {"tile_features": np.arange(6, dtype=np.float32).reshape(2, 3), "used_indices": np.array([4, 1])}
-    path = cache.save(key, arrays, {"cluster_method": "tiles"})
-    entry = cache.load(key)
+    path = cache.save(key, arrays, {"cluster_method": "tiles"}, weights_sha256=weights)
+    entry = cache.load(key, weights).entry
     assert entry is not None and entry.meta["cluster_method"] == "tiles"
+    assert entry.meta["weights_sha256"] == weights
+    assert (
+        entry.meta["checksum"]
+        == hashlib.sha256(
+            b"tile_features|<f4|(2, 3)|"
+            + arrays["tile_features"].tobytes()
+            + b"used_indices|"
+            + f"{arrays['used_indices'].dtype.str}|(2,)|".encode()
+            + arrays["used_indices"].tobytes()
+        ).hexdigest()
+    )
     np.testing.assert_array_equal(entry.arrays["tile_features"], arrays["tile_features"])
+    other = cache.load(key, "ef" * 32)  # made by other encoder weights: never used
+    assert other.entry is None and "other encoder weights" in str(other.problem)
     path.write_bytes(b"truncated")
-    assert cache.load(key) is None
+    truncated = cache.load(key, weights)
+    assert truncated.entry is None and "cannot be read" in str(truncated.problem)
+
+
+def test_feature_cache_refuses_tampered_and_non_finite_entries(tmp_path):
+    cache = FeatureCache(tmp_path)
+    key, weights = "ab" * 32, "cd" * 32
+    arrays = {"tile_features": np.ones((2, 3), dtype=np.float32)}
+    path = cache.save(key, arrays, {}, weights_sha256=weights)
+    with np.load(path, allow_pickle=False) as data:
+        stored = {name: data[name] for name in data.files}
+    tampered = dict(stored, tile_features=np.full((2, 3), 2.0, dtype=np.float32))
+    np.savez(path, **tampered)
+    assert "checksum" in str(cache.load(key, weights).problem)
+    nan = np.ones((2, 3), dtype=np.float32)
+    nan[0, 0] = np.nan
+    cache.save(key, {"tile_features": nan}, {}, weights_sha256=weights)  # a consistent entry holding NaN
+    assert "non-finite" in str(cache.load(key, weights).problem)
+    np.savez(path, tile_features=nan, __meta__=np.array("[" * 100 + "]" * 100))
+    assert cache.load(key, weights).entry is None  # deep index: refused without RecursionError
 
 
 def test_feature_cache_probe_reports_an_unusable_folder_and_creates_nothing(tmp_path):
@@ -112,7 +163,7 @@ def test_feature_cache_probe_reports_an_unusable_folder_and_creates_nothing(tmp_
     assert FeatureCache(blocker).write_problem() == "Not a directory"
     below = FeatureCache(blocker / "cache")
     assert below.write_problem() == "Not a directory"
-    assert below.load("ab" * 32) is None  # reading an unusable cache is a miss, not an error
+    assert below.load("ab" * 32, "cd" * 32).entry is None  # reading an unusable cache is a miss, not an error
     with pytest.raises(OSError):
-        below.save("ab" * 32, {"x": np.zeros(1)}, {})
+        below.save("ab" * 32, {"x": np.zeros(1)}, {}, weights_sha256="cd" * 32)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]

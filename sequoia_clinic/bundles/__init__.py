@@ -28,6 +28,7 @@ from sequoia_clinic.bundles.store import (
     scan_bundles,
     search_dirs,
     verify_bundle,
+    verify_encoder_weights,
 )
 
 __all__ = [
@@ -52,4 +53,5 @@ __all__ = [
     "scan_bundles",
     "search_dirs",
     "verify_bundle",
+    "verify_encoder_weights",
 ]

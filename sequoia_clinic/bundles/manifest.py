@@ -3,7 +3,8 @@
 A bundle is a folder holding ``manifest.json`` and the files it names (relative paths inside the folder):
 the tile-encoder weights, one weights file per aggregator fold, and the gene list in output order. Every
 file carries its sha256. The manifest also states the cancer type, whether the weights are trained, the
-preprocessing the model expects, its intended use and provenance. Parsing validates the manifest against
+preprocessing the model expects, its intended use and provenance. Parsing reads the manifest within a size
+and nesting limit (finite numbers only) and validates it against
 ``manifest.schema.json`` and checks that the parts fit together (encoder width = aggregator input, gene
 count = aggregator outputs, clusters = aggregator tokens); it does not hash the weights (see store.py).
 Weights made by a recipe (demo bundles) are not in the bundle folder: they live in a weights cache folder,
@@ -26,10 +27,13 @@ import pandas as pd
 from sequoia_clinic.aggregator.ensemble import aggregator_kind
 from sequoia_clinic.encoders.registry import ENCODERS, EncoderSpec
 from sequoia_clinic.errors import BundleError
-from sequoia_clinic.fileio import sha256_file
+from sequoia_clinic.fileio import JsonLimitError, parse_json_bounded, sha256_file
+from sequoia_clinic.settings import TileOrder
 from sequoia_clinic.weightio import verify_sha256, weights_format
 
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 8 << 20  # a manifest (with a 20,820-gene list at most) is far smaller
+MAX_MANIFEST_DEPTH = 16
 BUNDLE_FORMAT = "sequoia-clinic-bundle/1"
 
 
@@ -64,8 +68,25 @@ class FoldRef:
 
 
 @dataclass(frozen=True)
+class EvaluationRef:
+    """The bundle's stored per-gene evaluation (``evaluate``): its file and how it was made."""
+
+    file: FileRef
+    unit: str  # "patient" or "slide"
+    n_units: int
+    n_genes: int
+    genes_passing: dict[str, int | None]  # per rule
+    training_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Preprocessing:
-    """What the model was trained with; inference follows it."""
+    """What the model was trained with; inference follows it.
+
+    ``tile_order`` is the rule choosing the used tiles and their k-means order (``settings.TileOrder``):
+    ``reference`` for the published SEQUOIA weights (as their training preprocessing did), ``grid`` for
+    manifests that do not name one.
+    """
 
     tile_px: int
     target_mpp: float
@@ -74,6 +95,7 @@ class Preprocessing:
     sample_seed: int = 99
     kmeans_seed: int = 0
     kmeans_n_init: int = 1
+    tile_order: TileOrder = TileOrder.GRID
 
 
 @dataclass(frozen=True)
@@ -97,6 +119,7 @@ class Bundle:
     intended_use: str
     provenance: dict[str, Any]
     weights_cache: Path | None = None  # where recipe-made weights are generated (Settings.models)
+    evaluation: EvaluationRef | None = None  # per-gene cross-validated evaluation, when `evaluate` stored one
 
     @property
     def encoder_spec(self) -> EncoderSpec:
@@ -118,17 +141,26 @@ class Bundle:
         """(role, file) for every file the manifest names."""
         roles = [("encoder weights", self.encoder_weights), ("gene list", self.genes_file)]
         roles += [(f"fold {f.fold} weights", f.weights) for f in self.folds]
+        if self.evaluation is not None:
+            roles.append(("evaluation", self.evaluation.file))
         return roles
 
 
 def _read_manifest(path: Path) -> tuple[dict[str, Any], str]:
     try:
-        raw = path.read_bytes()
-        data = json.loads(raw)
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise JsonLimitError(f"is larger than the limit of {MAX_MANIFEST_BYTES >> 20} MiB")
+        data = parse_json_bounded(raw, MAX_MANIFEST_DEPTH)
     except FileNotFoundError:
         raise BundleError("no manifest.json here", path.parent, fix="Point at a bundle folder.") from None
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"manifest is not valid JSON ({exc})", path, fix="Restore the manifest.") from None
+    except JsonLimitError as exc:
+        raise BundleError(f"the manifest {exc}", path, fix="Restore the manifest.") from None
+    except OSError as exc:
+        raise BundleError(
+            f"the manifest cannot be read ({exc.strerror or type(exc).__name__})", path, fix="Check the file."
+        ) from None
     errors = sorted(
         jsonschema.Draft202012Validator(manifest_schema()).iter_errors(data), key=lambda e: e.path
     )
@@ -139,9 +171,21 @@ def _read_manifest(path: Path) -> tuple[dict[str, Any], str]:
     return data, hashlib.sha256(raw).hexdigest()
 
 
-def _inside(folder: Path, ref: FileRef, manifest: Path) -> None:
-    resolved = (folder / ref.file).resolve()
-    if folder.resolve() not in resolved.parents:
+def _inside(folder: Path, ref: FileRef, manifest: Path, link_allowed: bool = False) -> None:
+    """Refuse a file that lies outside the bundle folder (after resolving links).
+
+    ``link_allowed``: the file itself may be a symbolic link to a file elsewhere (``models import
+    --symlink`` records this in the manifest for the encoder weights); the link must still sit inside the
+    folder, and the file it points to is checked by its sha256 like any other.
+    """
+    root = folder.resolve()
+    place = folder / ref.file
+    if link_allowed and place.is_symlink():
+        container = place.parent.resolve()
+        inside = container == root or root in container.parents
+    else:
+        inside = root in place.resolve().parents
+    if not inside:
         raise BundleError(f"file '{ref.file}' lies outside the bundle folder", manifest)
 
 
@@ -182,9 +226,14 @@ def parse_bundle(folder: Path, weights_cache: Path | None = None) -> Bundle:
     )
     encoder_ref = FileRef.from_dict(data["encoder"]["weights"])
     genes_ref = FileRef(file=data["genes"]["file"], sha256=data["genes"]["sha256"])
-    for ref in (encoder_ref, genes_ref, *(f.weights for f in folds)):
+    evaluation = _evaluation_ref(data.get("evaluation"))
+    extra = () if evaluation is None else (evaluation.file,)
+    encoder_linked = data["provenance"].get("encoder_symlinked") is True  # made by `models import --symlink`
+    _inside(folder, encoder_ref, manifest_path, link_allowed=encoder_linked)
+    for ref in (genes_ref, *(f.weights for f in folds), *extra):
         _inside(folder, ref, manifest_path)
-    pre = Preprocessing(**data["preprocessing"])
+    pre_fields = data["preprocessing"]
+    pre = Preprocessing(**{**pre_fields, "tile_order": TileOrder(pre_fields.get("tile_order", "grid"))})
 
     if spec.out_dim != config.input_dim:
         raise BundleError(
@@ -223,6 +272,20 @@ def parse_bundle(folder: Path, weights_cache: Path | None = None) -> Bundle:
         intended_use=data["intended_use"],
         provenance=data["provenance"],
         weights_cache=weights_cache,
+        evaluation=evaluation,
+    )
+
+
+def _evaluation_ref(data: dict[str, Any] | None) -> EvaluationRef | None:
+    if data is None:
+        return None
+    return EvaluationRef(
+        file=FileRef(file=data["file"], sha256=data["sha256"]),
+        unit=data["unit"],
+        n_units=int(data["n_units"]),
+        n_genes=int(data["n_genes"]),
+        genes_passing=dict(data["genes_passing"]),
+        training_id=data.get("training_id"),
     )
 
 

@@ -20,10 +20,11 @@ from sequoia_clinic.aggregator.ensemble import FoldEnsemble, aggregator_kind, lo
 from sequoia_clinic.bundles.generate import RECIPES, write_generated
 from sequoia_clinic.bundles.manifest import MANIFEST_NAME, Bundle, FileRef, parse_bundle
 from sequoia_clinic.encoders.model import TileEncoder, create_network, load_encoder
-from sequoia_clinic.errors import BundleError
+from sequoia_clinic.errors import BundleError, SequoiaError
 from sequoia_clinic.fileio import sha256_file
 from sequoia_clinic.locations import models_dir
 from sequoia_clinic.settings import Settings
+from sequoia_clinic.weightio import HashMemo, verify_sha256
 
 SHIPPED_MODELS = models_dir()  # the repository's models/, installed as package data (locations.py)
 
@@ -59,8 +60,8 @@ def scan_bundles(settings: Settings | None = None) -> list[BundleListing]:
             seen.add(folder)
             try:
                 listings.append(BundleListing(manifest.parent, parse_bundle(manifest.parent), None))
-            except BundleError as exc:
-                listings.append(BundleListing(manifest.parent, None, str(exc)))
+            except (SequoiaError, OSError) as exc:  # a broken bundle is listed as broken; the scan goes on
+                listings.append(BundleListing(manifest.parent, None, " ".join(str(exc).split())))
     return listings
 
 
@@ -191,6 +192,21 @@ def encoder_weights_path(bundle: Bundle, settings: Settings | None = None) -> Pa
     if settings is not None and settings.models.encoder_weights is not None:
         return Path(settings.models.encoder_weights)
     return bundle.file(bundle.encoder_weights)
+
+
+def verify_encoder_weights(bundle: Bundle, settings: Settings | None = None) -> None:
+    """Check the encoder weights against the manifest without loading them (a feature-cache hit).
+
+    The hash is memoised in the feature-cache folder by the file's identity (:class:`HashMemo`), so an
+    unchanged 1.2 GB file costs a ``stat``, and a changed one is always re-hashed and refused.
+    """
+    cache_dir = settings.cache_dir if settings is not None else None
+    verify_sha256(
+        encoder_weights_path(bundle, settings),
+        bundle.encoder_weights.sha256,
+        what=f"{bundle.encoder_name} encoder weights",
+        memo=HashMemo(Path(cache_dir)) if cache_dir is not None else None,
+    )
 
 
 def load_bundle_encoder(

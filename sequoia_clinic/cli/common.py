@@ -5,11 +5,16 @@
 * a parse error of typer/click (bad value, unknown option, missing argument) → exit 2 (see ``main``);
 * anything else is a bug → exit 1 with ``error: internal error (<type>); this is a bug — traceback saved
   to <file>`` (the traceback goes to a private file in the temp folder, never to the terminal).
+
+:func:`route_diagnostics` keeps everything else off the terminal: log records of any library (zarr, asyncio
+"Task was destroyed", tifffile, pydicom ...), Python warnings (also those emitted at interpreter exit) and
+"Exception ignored in" messages are dropped, or written to stderr as a debug log with ``--verbose``.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import tempfile
@@ -27,6 +32,58 @@ R = TypeVar("R")
 
 INTERNAL_ERROR_EXIT = 1
 TRACEBACK_PREFIX = "sequoia-clinic-traceback-"
+
+
+DEBUG_FORMAT = "debug: %(name)s %(levelname)s %(message)s"
+
+
+class _DebugLog(logging.Handler):
+    """The one place diagnostics go: nowhere, or stderr (as ``debug:`` lines) with ``--verbose``."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.verbose = False
+        self.setFormatter(logging.Formatter(DEBUG_FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.verbose:
+            return
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # never let a diagnostic break (or print about) the run
+            pass
+
+
+_DEBUG_LOG = _DebugLog()
+
+
+def _unraisable(hook_args: object) -> None:
+    """``sys.unraisablehook``: 'Exception ignored in ...' (e.g. a zarr task at exit) → the debug log."""
+    exc = getattr(hook_args, "exc_value", None)
+    logging.getLogger("sequoia_clinic.unraisable").debug("ignored exception: %r", exc)
+
+
+def route_diagnostics(verbose: bool) -> None:
+    """Send library log records, warnings and unraisable exceptions to the debug log (stderr if ``verbose``).
+
+    Process-wide and idempotent: the CLI calls it before parsing (quiet) and again for ``--verbose``.
+    Handlers others installed (a test's log capture) are left in place; only the fall-back printing to
+    stderr (``logging.lastResort``, ``warnings.showwarning``, the unraisable hook) is replaced.
+    """
+    _DEBUG_LOG.verbose = verbose
+    root = logging.getLogger()
+    if _DEBUG_LOG not in root.handlers:
+        root.addHandler(_DEBUG_LOG)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.lastResort = None  # records with no other handler must not reach stderr
+    logging.raiseExceptions = False
+    for name in ("asyncio", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.propagate = False
+        if _DEBUG_LOG not in logger.handlers:
+            logger.addHandler(_DEBUG_LOG)
+    logging.captureWarnings(True)
+    sys.unraisablehook = _unraisable
 
 
 def error_line(message: str) -> None:

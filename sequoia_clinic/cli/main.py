@@ -3,6 +3,7 @@
 :class:`CliGroup` runs the command line and owns how it ends: a parse error of typer/click (bad value,
 unknown option, missing argument) is one ``error:`` line and exit code 2 (no usage box), and an
 unexpected exception is an internal error (exit 1, traceback saved to a file; see ``cli/common.py``).
+Library log records and warnings never reach the terminal, except as a debug log with ``--verbose``.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ from typer._click.exceptions import NoArgsIsHelpError  # not exported by typer; 
 from typer.core import TyperGroup
 
 from sequoia_clinic import __version__
-from sequoia_clinic.cli.common import error_line, parse_error_message, report_internal_error
+from sequoia_clinic.cli.common import (
+    error_line,
+    parse_error_message,
+    report_internal_error,
+    route_diagnostics,
+)
 from sequoia_clinic.cli.options import App
 
 PARSE_ERROR_EXIT = 2
-COMMANDS = ("inspect", "predict", "models", "calibrate", "stratify", "score", "demo", "cohort")
+COMMANDS = ("inspect", "predict", "models", "calibrate", "stratify", "score", "demo", "cohort", "train", "evaluate")
 
 
 class CliGroup(TyperGroup):
@@ -36,6 +42,7 @@ class CliGroup(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        route_diagnostics(verbose=False)  # until --verbose says otherwise: no library noise on stderr
         try:
             result = super().main(
                 args, prog_name, complete_var, False, windows_expand_args, **extra
@@ -78,8 +85,14 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        help="Write a debug log (library messages, warnings) to stderr; give it before the command.",
+    ),
 ) -> None:
     """sequoia-clinic: research-use molecular risk reports from H&E slides."""
+    route_diagnostics(verbose)
 
 
 def _register() -> None:

@@ -59,7 +59,7 @@ def list_command(models_dir: ModelsDirOpt = None, as_json: JsonOpt = False) -> N
     for item in listings:
         b = item.bundle
         if b is None:
-            table.add_row("[red]unreadable[/red]", "", "", "", "", "", "", "", f"{item.path}: {item.error}")
+            table.add_row("[red]broken[/red]", "", "", "", "", "", "", "", f"{item.path}: {item.error}")
             continue
         trained = "yes" if b.trained else "[bold red]NO (demo)[/bold red]"
         table.add_row(

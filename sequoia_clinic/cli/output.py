@@ -36,8 +36,9 @@ def stdout_console() -> Console:
 
 @contextmanager
 def progress_bar(quiet: bool) -> Iterator[Progress | None]:
-    """A progress bar on stderr while the block runs (None with ``--quiet``)."""
-    progress = make_progress(quiet, stderr_console())
+    """A progress bar on stderr while the block runs (None with ``--quiet`` or when stderr is no terminal:
+    a bar in a log or a pipe is noise, and would put a blank line before an ``error:`` line)."""
+    progress = make_progress(quiet or not sys.stderr.isatty(), stderr_console())
     if progress is None:
         yield None
         return

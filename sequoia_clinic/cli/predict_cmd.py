@@ -35,11 +35,12 @@ from sequoia_clinic.cli.options import (
     PrecisionOpt,
     QuietOpt,
     SlideArg,
+    TileOrderOpt,
     build_settings,
 )
 from sequoia_clinic.cli.output import progress_bar
 from sequoia_clinic.errors import OptionError
-from sequoia_clinic.fileio import atomic_path, check_output_dir
+from sequoia_clinic.fileio import atomic_path, check_output_dir, csv_safe_frame
 
 # pandas and the pipeline (torch, timm) are imported inside the functions that use them, not here,
 # so `sequoia-clinic --help` and the other commands start fast.
@@ -90,7 +91,7 @@ def result_row(result: Prediction, genes: list[str]) -> pd.DataFrame:
 def write_row(frame: pd.DataFrame, out: Path, suffix: str) -> None:
     with atomic_path(out) as tmp:
         if suffix == ".csv":
-            frame.to_csv(tmp, index=False, float_format="%.6g")
+            csv_safe_frame(frame).to_csv(tmp, index=False, float_format="%.6g")
         else:
             frame.to_parquet(tmp, index=False)
 
@@ -141,6 +142,7 @@ def register(app: typer.Typer) -> None:
         ),
         out: ExpressionOutOpt = Path("expression.csv"),
         max_tiles: MaxTilesOpt = None,
+        tile_order: TileOrderOpt = None,
         device: DeviceOpt = Device.CPU,
         precision: PrecisionOpt = Precision.AUTO,
         mpp: MppOpt = None,
@@ -159,6 +161,7 @@ def register(app: typer.Typer) -> None:
             device=device,
             precision=precision,
             max_tiles=max_tiles,
+            tile_order=tile_order,
             batch_size=batch_size,
             cache_dir=cache_dir,
             no_cache=no_cache,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from sequoia_clinic.errors import OptionError
 from sequoia_clinic.report import PatientInfo
-from sequoia_clinic.report.dicom import StudyInfo, iso_date, person_name
+from sequoia_clinic.report.dicom import StudyInfo, TextVR, iso_date, person_name, vr_problem
 from sequoia_clinic.slides import SlideMetadata
 
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -34,14 +34,41 @@ class PatientOptions:
     specimen: str | None = None
 
 
+MAX_OPTION_CHARS = 256  # any patient option longer than this is refused before it is looked at further
+_TEXT_VRS = (
+    ("name", TextVR.PN),
+    ("patient_id", TextVR.LO),
+    ("accession", TextVR.SH),
+    ("specimen", TextVR.LO),
+)
+
+
 def check_patient_options(options: PatientOptions) -> None:
-    """Validate the user's patient fields before any work (messages never repeat the values)."""
+    """Validate the user's patient fields before any work (messages never repeat the values).
+
+    Whatever the output formats, text fields follow the DICOM rules of the element they end up in (the
+    name as PN, patient ID and specimen as LO, accession as SH: characters and lengths).
+    """
+    for field, vr in _TEXT_VRS:
+        value = getattr(options, field)
+        if value is None:
+            continue
+        if len(value) > MAX_OPTION_CHARS:
+            raise OptionError(f"longer than {MAX_OPTION_CHARS} characters", fix="Shorten it.", option=field)
+        text = _dicom_name(value) if vr is TextVR.PN else value
+        problem = vr_problem(text, vr)
+        if problem is not None:
+            raise OptionError(problem, fix="Correct it (DICOM value rules).", option=field)
     if options.birth_date is not None and not _is_iso_date(options.birth_date):
         raise OptionError("not a valid date", fix="Pass it as YYYY-MM-DD.", option="birth_date")
     if options.sex is not None and options.sex.strip().upper() not in SEX_VALUES:
         raise OptionError("not one of F, M, O", fix="Pass F, M or O.", option="sex")
-    if options.accession is not None and len(options.accession) > 16:
-        raise OptionError("longer than 16 characters (the DICOM limit)", fix="Shorten it.", option="accession")
+
+
+def _dicom_name(value: str) -> str:
+    """'Family, Given' as the PN value the DICOM report writes ('Family^Given')."""
+    family, comma, given = value.partition(",")
+    return f"{family.strip()}^{given.strip()}" if comma else value.strip()
 
 
 def _is_iso_date(text: str) -> bool:

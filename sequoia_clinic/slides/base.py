@@ -4,12 +4,17 @@ A ``Slide`` is one pyramid of RGB levels. Backends (``tiff_backend``, ``dicom_ba
 small primitives: read an in-bounds rectangle of a level, report a level's native tile size, and decode one
 native tile. Everything else (level-0 addressing, white padding, thumbnails, band-wise downscaling) is
 written once here, so both formats behave identically.
+
+Also here: the resource budget a slide must fit when it is opened (``MAX_*``, :func:`check_budget`), and
+the record of stored tiles that could not be decoded (read as white; refused past ``CORRUPT_TILE_ALLOWANCE``
++ ``MAX_CORRUPT_SHARE`` of the tiles decoded).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +24,22 @@ from types import TracebackType
 import numpy as np
 from PIL import Image
 
-from sequoia_clinic.errors import SequoiaError, SlideFormatError
+from sequoia_clinic.errors import CorruptTileError, SequoiaError, SlideFormatError
 
 BACKGROUND = 255  # white: the colour of empty glass, used for every pixel outside the slide
 _BAND_BYTES = 64 << 20  # memory budget of one band when a whole level is read and downscaled
+
+# The resource budget of one slide, checked when it is opened (before any pixel is decoded); a slide
+# above it is refused in one line. Real scanners stay far below each limit.
+MAX_LEVEL0_SIDE = 500_000  # px, width or height of the full-resolution level
+MAX_LEVEL0_PIXELS = 20_000_000_000  # 20 gigapixels
+MAX_OVERVIEW_PIXELS = 100_000_000  # the coarsest level is decoded whole (band by band) for the tissue mask
+MAX_TILE_PIXELS = 1 << 22  # one stored tile (or strip) is decoded at once: at most 4 megapixels
+MAX_COMPRESSION_RATIO = 1000  # decoded bytes per stored byte over a file: more is a decompression bomb
+# Stored tiles that cannot be decoded are read as white and counted (the tiles over them are left out of
+# the prediction); more than this allowance plus this share of the stored tiles decoded refuses the slide.
+CORRUPT_TILE_ALLOWANCE = 2
+MAX_CORRUPT_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,7 @@ class SlideInfo:
     mpp_source: str  # 'user' | 'vendor' | 'tiff-resolution' | 'objective-power'
     objective_power: float | None
     metadata: SlideMetadata
+    pixel_note: str | None = None  # how stored pixels were converted to 8-bit RGB (16-bit, gray, alpha ...)
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -135,6 +153,41 @@ def assemble_region(
     return out
 
 
+def check_budget(
+    path: Path, level_dimensions: tuple[tuple[int, int], ...], tile_sizes: list[tuple[int, int]]
+) -> None:
+    """Refuse a slide whose declared geometry exceeds the resource budget (the ``MAX_*`` limits above)."""
+    fix = (
+        "This is not a slide the tool can read safely; check the file or export it again as a pyramidal TIFF."
+    )
+    width, height = level_dimensions[0]
+    if width <= 0 or height <= 0:
+        raise SlideFormatError(f"declares an empty image ({width}x{height} px)", path, fix)
+    if max(width, height) > MAX_LEVEL0_SIDE or width * height > MAX_LEVEL0_PIXELS:
+        raise SlideFormatError(
+            f"declares {width}x{height} px, above the limit of {MAX_LEVEL0_SIDE:,} px a side "
+            f"and {MAX_LEVEL0_PIXELS // 10**9} gigapixels",
+            path,
+            fix,
+        )
+    smallest = min(w * h for w, h in level_dimensions)
+    if smallest > MAX_OVERVIEW_PIXELS:
+        raise SlideFormatError(
+            f"has no pyramid level of at most {MAX_OVERVIEW_PIXELS // 10**6} megapixels for the overview "
+            f"(the smallest has {smallest / 10**6:,.0f})",
+            path,
+            "Save it as a pyramidal TIFF (with reduced levels), e.g. with vips tiffsave --pyramid.",
+        )
+    for tile_w, tile_h in tile_sizes:
+        if tile_w <= 0 or tile_h <= 0 or tile_w * tile_h > MAX_TILE_PIXELS:
+            raise SlideFormatError(
+                f"stores its pixels in blocks of {tile_w}x{tile_h} px, above the limit of "
+                f"{MAX_TILE_PIXELS // 2**20} megapixels per block",
+                path,
+                "Save it as a tiled pyramidal TIFF (e.g. 256 or 512 px tiles).",
+            )
+
+
 class Slide(ABC):
     """One whole-slide image, opened read-only. Use :func:`sequoia_clinic.slides.open_slide` to get one."""
 
@@ -142,6 +195,9 @@ class Slide(ABC):
         self.path = path
         self.info = info
         self.files = files  # the files that make up the slide (one for TIFF, the series for DICOM)
+        self._tile_lock = threading.Lock()
+        self._decoded_tiles = 0
+        self._corrupt: set[tuple[int, int, int]] = set()  # (level, column, row) of undecodable stored tiles
 
     # -- backend primitives -------------------------------------------------------------------------
     @abstractmethod
@@ -159,6 +215,34 @@ class Slide(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release file handles."""
+
+    # -- damaged stored tiles ----------------------------------------------------------------------
+    def _tile_decoded(self) -> None:
+        with self._tile_lock:
+            self._decoded_tiles += 1
+
+    def _tile_corrupt(self, level: int, column: int, row: int, error: CorruptTileError) -> None:
+        """Record an undecodable stored tile; refuse the slide once too many are (see ``MAX_CORRUPT_SHARE``)."""
+        with self._tile_lock:
+            self._corrupt.add((level, column, row))
+            count, decoded = len(self._corrupt), self._decoded_tiles
+        if count > CORRUPT_TILE_ALLOWANCE + MAX_CORRUPT_SHARE * decoded:
+            raise CorruptTileError(
+                f"{count} of {decoded} stored tiles read so far cannot be decoded, above the limit of "
+                f"{CORRUPT_TILE_ALLOWANCE} + {MAX_CORRUPT_SHARE:.0%}",
+                self.path,
+                "The file is damaged; copy or export the slide again.",
+            ) from error
+
+    def corrupt_tiles(self, level: int) -> frozenset[tuple[int, int]]:
+        """(column, row) of the stored tiles of ``level`` that could not be decoded (read as white)."""
+        with self._tile_lock:
+            return frozenset((c, r) for lvl, c, r in self._corrupt if lvl == level)
+
+    @property
+    def corrupt_tile_count(self) -> int:
+        with self._tile_lock:
+            return len(self._corrupt)
 
     # -- shared behaviour ---------------------------------------------------------------------------
     def __enter__(self) -> Slide:

@@ -1,7 +1,8 @@
 """``open_slide``: validate a user path, recognise its format from its bytes, and open the right backend.
 
 The format is decided from the file's magic bytes, never from its extension (a text file renamed ``.svs``
-is refused as such). Also ``slide_sha256``: a stable content hash of the file(s) that make up a slide.
+is refused as such), and a slide above the resource budget of ``slides/base.py`` is refused before any
+pixel is decoded. Also ``slide_sha256``: a stable content hash of the file(s) that make up a slide.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from sequoia_clinic.errors import InputPathError, SlideFormatError
 from sequoia_clinic.fileio import sha256_file
-from sequoia_clinic.slides.base import Slide
+from sequoia_clinic.slides.base import Slide, check_budget
 from sequoia_clinic.slides.dicom_backend import is_dicom_file, open_dicom, series_files
 from sequoia_clinic.slides.mpp import validate_user_mpp
 from sequoia_clinic.slides.tiff_backend import open_tiff
@@ -52,9 +53,17 @@ def open_slide(path: Path | str, mpp: float | None = None) -> Slide:
     path = Path(path).expanduser()
     user_mpp = validate_user_mpp(mpp)
     kind = _kind(path)
-    if kind == "tiff":
-        return open_tiff(path, user_mpp)
-    return open_dicom(path, user_mpp)
+    slide = open_tiff(path, user_mpp) if kind == "tiff" else open_dicom(path, user_mpp)
+    try:  # before any pixel is decoded (the TIFF backend also checks the stored segments and compression)
+        check_budget(
+            path,
+            slide.info.level_dimensions,
+            [slide.native_tile_size(level) for level in range(slide.info.level_count)],
+        )
+    except BaseException:
+        slide.close()
+        raise
+    return slide
 
 
 def slide_files(path: Path | str) -> list[Path]:

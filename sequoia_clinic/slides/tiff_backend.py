@@ -1,15 +1,20 @@
 """Aperio SVS and other pyramidal TIFFs, read with tiffslide (regions) and tifffile (single tiles).
 
-Regions come from ``tiffslide.TiffSlide.read_region``. Single stored tiles are decoded through tifffile's
-own page decoder (JPEG, JPEG 2000, LZW ... whatever tifffile supports) after reading their bytes with
-``os.pread``: tiffslide has no per-tile API and its zarr layer holds the GIL, so this is what lets the tile
-reader decode tiles in parallel threads and reuse them between neighbouring output tiles.
+tiffslide parses the file (levels, vendor properties). Stored tiles and strips are decoded one at a time
+through tifffile's own page decoder (JPEG, JPEG 2000, LZW ... whatever tifffile supports) after reading
+their bytes with ``os.pread``, for single tiles and for regions alike: tiffslide has no per-tile API and its
+zarr layer holds the GIL (and leaks asyncio noise on a corrupt tile), so this is what lets the tile reader
+decode tiles in parallel threads, bounds each decode to one segment, and converts every pixel format of
+``slides/pixels.py`` (16-bit, grayscale, palette, alpha) to 8-bit RGB. Only a level whose layout tifffile
+cannot decode segment by segment falls back to tiffslide's region reader (8-bit RGB only). A damaged tile
+is read as white and recorded (:meth:`Slide.corrupt_tiles`); past the allowance of ``slides/base.py`` the
+slide is refused with :class:`~sequoia_clinic.errors.CorruptTileError`. At open time the file is checked against the
+resource budget (segment size, compression ratio) before any pixel is decoded.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-
 import os
 import threading
 from pathlib import Path
@@ -18,13 +23,24 @@ from typing import Any
 import numpy as np
 import tiffslide
 
-from sequoia_clinic.errors import SlideFormatError
-from sequoia_clinic.slides.base import BACKGROUND, Slide, SlideInfo, SlideMetadata, level_to_level0
+from sequoia_clinic.errors import CorruptTileError, SlideFormatError
+from sequoia_clinic.slides.base import (
+    BACKGROUND,
+    MAX_COMPRESSION_RATIO,
+    MAX_TILE_PIXELS,
+    Slide,
+    SlideInfo,
+    SlideMetadata,
+    assemble_region,
+    level_to_level0,
+)
 from sequoia_clinic.slides.mpp import MppCandidates, mpp_from_tiff_resolution, resolve_mpp
+from sequoia_clinic.slides.pixels import PixelFormat, pixel_format, to_rgb8
 from sequoia_clinic.slides.quiet import captured_library_output, has_errors
 
 _FALLBACK_TILE = (512, 512)  # block size used for levels stored in strips (no native tiles)
 _FIX_DAMAGED = "The file is truncated or damaged; copy or export the slide again."
+_FIX_FORMAT = "Export the slide as 8-bit RGB (Aperio SVS or a pyramidal RGB TIFF)."
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -39,13 +55,22 @@ def _str_or_none(value: Any) -> str | None:
     return text or None
 
 
-class _TiledLevel:
-    """Direct access to the stored tiles of one pyramid level (one tiled, chunky RGB TIFF page)."""
+class _Segments:
+    """Direct access to the stored segments (tiles, or strips) of one pyramid level (one TIFF page).
 
-    def __init__(self, page: Any) -> None:
+    Every segment is decoded on its own by tifffile's page decoder, so one decode never exceeds the size
+    of one segment (checked against :data:`~sequoia_clinic.slides.base.MAX_TILE_PIXELS` at open time), and
+    its samples are converted to 8-bit RGB by :func:`sequoia_clinic.slides.pixels.to_rgb8`.
+    """
+
+    def __init__(self, page: Any, pixel_format: PixelFormat) -> None:
         self.page = page
-        self.tile_w = int(page.tilewidth)
-        self.tile_h = int(page.tilelength)
+        self.format = pixel_format
+        if page.is_tiled:
+            self.tile_w, self.tile_h = int(page.tilewidth), int(page.tilelength)
+        else:  # strips: one segment is ``rowsperstrip`` full-width rows
+            self.tile_w = int(page.imagewidth)
+            self.tile_h = min(int(page.rowsperstrip) or int(page.imagelength), int(page.imagelength))
         self.columns = -(-int(page.imagewidth) // self.tile_w)
         self.offsets = page.dataoffsets
         self.counts = page.databytecounts
@@ -53,15 +78,21 @@ class _TiledLevel:
 
     @staticmethod
     def usable(page: Any, shape: tuple[int, int]) -> bool:
+        """Whether the page can be read segment by segment (else tiffslide's region reader is used)."""
+        if page.is_tiled:
+            tile_w, tile_h, depth = int(page.tilewidth), int(page.tilelength), int(page.tiledepth)
+        else:
+            tile_w = int(page.imagewidth)
+            tile_h = min(int(page.rowsperstrip) or int(page.imagelength), int(page.imagelength))
+            depth = 1
         return bool(
-            page.is_tiled
-            and page.tiledepth == 1
-            and page.samplesperpixel == 3
-            and page.planarconfig == 1
-            and page.dtype == np.uint8
+            depth == 1
+            and tile_w > 0
+            and tile_h > 0
+            and (page.planarconfig == 1 or page.samplesperpixel == 1)
             and (int(page.imagelength), int(page.imagewidth)) == shape
             and len(page.dataoffsets)
-            == -(-page.imagewidth // page.tilewidth) * -(-page.imagelength // page.tilelength)
+            == -(-int(page.imagewidth) // tile_w) * -(-int(page.imagelength) // tile_h)
         )
 
 
@@ -69,7 +100,7 @@ class TiffSlideBackend(Slide):
     """A slide stored as a pyramidal TIFF (Aperio SVS, generic tiled TIFF)."""
 
     def __init__(
-        self, path: Path, info: SlideInfo, handle: tiffslide.TiffSlide, levels: list[_TiledLevel | None]
+        self, path: Path, info: SlideInfo, handle: tiffslide.TiffSlide, levels: list[_Segments | None]
     ):
         super().__init__(path, info, (path,))
         self._handle = handle
@@ -84,9 +115,17 @@ class TiffSlideBackend(Slide):
         self._handle.close()
 
     def _read_inside(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        if self._levels[level] is not None:  # our own segment decoder: bounded, no zarr/asyncio layer
+            return assemble_region(
+                self.info.level_dimensions[level],
+                self.native_tile_size(level),
+                lambda col, row: self.read_native_tile(level, col, row),
+                (x, y),
+                (width, height),
+            )
         downsample = self.info.level_downsamples[level]
         location = (level_to_level0(x, downsample), level_to_level0(y, downsample))
-        with self._lock:
+        with self._lock, captured_library_output():
             region = self._handle.read_region(location, level, (width, height), as_array=True, padding=False)
         return np.ascontiguousarray(region[..., :3], dtype=np.uint8)
 
@@ -109,20 +148,27 @@ class TiffSlideBackend(Slide):
         data = os.pread(self._fd, count, int(tiled.offsets[index]))
         if len(data) != count:
             raise SlideFormatError("tile data ends before the end of the file says", self.path, _FIX_DAMAGED)
+        self._tile_decoded()
         try:
-            segment, _, _ = tiled.decode(
-                data,
-                index,
-                jpegtables=tiled.page.jpegtables,
-                jpegheader=getattr(tiled.page, "jpegheader", None),
-            )
-        except Exception as exc:
-            raise SlideFormatError(
+            with captured_library_output():
+                segment, _, _ = tiled.decode(
+                    data,
+                    index,
+                    jpegtables=tiled.page.jpegtables,
+                    jpegheader=getattr(tiled.page, "jpegheader", None),
+                )
+            if segment is None:
+                return np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+            samples = segment.reshape(segment.shape[-3:])[:height, :width]
+            if samples.shape[:2] != (height, width):
+                raise ValueError("a tile is smaller than the file says")
+        except Exception as exc:  # damaged tile data: white, counted, refused above the allowance
+            error = CorruptTileError(
                 f"a tile could not be decoded ({type(exc).__name__})", self.path, _FIX_DAMAGED
-            ) from exc
-        if segment is None:
+            )
+            self._tile_corrupt(level, column, row, error)
             return np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
-        return np.ascontiguousarray(segment.reshape(segment.shape[-3:])[:height, :width, :3])
+        return to_rgb8(samples, tiled.format)
 
 
 def _iso_day(value: str | None) -> str | None:
@@ -189,6 +235,40 @@ def _check_complete(path: Path, pages: list[Any]) -> None:
             raise SlideFormatError("the file is shorter than its image data (truncated)", path, _FIX_DAMAGED)
 
 
+def _segment_pixels(page: Any) -> int:
+    if page.is_tiled:
+        return int(page.tilewidth) * int(page.tilelength) * max(1, int(page.tiledepth))
+    rows = int(page.rowsperstrip) or int(page.imagelength)
+    return min(rows, int(page.imagelength)) * int(page.imagewidth)
+
+
+def _check_budget(path: Path, pages: list[Any]) -> None:
+    """Refuse pages whose stored segments or compression ratio exceed the budget of ``slides/base.py``."""
+    fix = (
+        "This is not a slide the tool can read safely; check the file or export it again as a pyramidal TIFF."
+    )
+    decoded = stored = 0
+    for page in pages:
+        if _segment_pixels(page) > MAX_TILE_PIXELS:
+            raise SlideFormatError(
+                f"stores its pixels in blocks of {_segment_pixels(page):,} px, above the limit of "
+                f"{MAX_TILE_PIXELS:,} px per block",
+                path,
+                "Save it as a tiled pyramidal TIFF (e.g. 256 or 512 px tiles).",
+            )
+        written = sum(1 for count in page.databytecounts if int(count))
+        sample_bytes = int(page.samplesperpixel) * np.dtype(page.dtype or np.uint8).itemsize
+        decoded += written * _segment_pixels(page) * sample_bytes
+        stored += sum(int(count) for count in page.databytecounts)
+    if decoded > MAX_COMPRESSION_RATIO * max(stored, 1) and decoded > 256 << 20:
+        raise SlideFormatError(
+            f"declares {decoded / 2**30:,.1f} GiB of pixels in {stored / 2**20:,.1f} MiB of data, "
+            f"a compression ratio above {MAX_COMPRESSION_RATIO}:1 (a decompression bomb)",
+            path,
+            fix,
+        )
+
+
 def open_tiff(path: Path, user_mpp: float | None) -> TiffSlideBackend:
     """Open an SVS / pyramidal TIFF; every failure becomes a SlideFormatError or MissingMetadataError."""
     handle: tiffslide.TiffSlide | None = None
@@ -212,15 +292,24 @@ def open_tiff(path: Path, user_mpp: float | None) -> TiffSlideBackend:
     if has_errors(records):
         handle.close()
         raise SlideFormatError("the TIFF structure is damaged (bad offsets)", path, _FIX_DAMAGED)
-    if axes != "YXS" or any(getattr(page, "samplesperpixel", 0) not in (3, 4) for page in pages):
-        handle.close()
-        raise SlideFormatError("the image is not an RGB slide", path, "Pass a brightfield (RGB) H&E slide.")
     try:
+        if axes not in ("YXS", "YX"):
+            raise SlideFormatError(
+                f"the image is not a 2-D colour slide (axes {axes})",
+                path,
+                "Pass a brightfield (RGB) H&E slide.",
+            )
+        formats = [pixel_format(page, path) for page in pages]
+        _check_budget(path, pages)
         _check_complete(path, pages)
         levels = [
-            _TiledLevel(page) if _TiledLevel.usable(page, (h, w)) else None
-            for page, (w, h) in zip(pages, dimensions, strict=True)
+            _Segments(page, fmt) if _Segments.usable(page, (h, w)) else None
+            for page, fmt, (w, h) in zip(pages, formats, dimensions, strict=True)
         ]
+        if any(level is None and fmt.note is not None for level, fmt in zip(levels, formats, strict=True)):
+            raise SlideFormatError(
+                "stores a non-RGB pixel format in a layout the tool cannot convert", path, _FIX_FORMAT
+            )
         mpp, source = resolve_mpp(path, user_mpp, _mpp_candidates(handle, pages[0]))
     except BaseException:
         handle.close()
@@ -235,5 +324,6 @@ def open_tiff(path: Path, user_mpp: float | None) -> TiffSlideBackend:
         mpp_source=source,
         objective_power=_float_or_none(properties.get("tiffslide.objective-power")),
         metadata=_metadata(properties),
+        pixel_note=formats[0].note,
     )
     return TiffSlideBackend(path, info, handle, levels)
