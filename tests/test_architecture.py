@@ -30,12 +30,15 @@ STAGES: dict[str, set[str]] = {  # utilities, and only the other stages listed h
     "signatures": set(),
     "survival": {"signatures"},  # a risk model is fitted on a signature's genes
     "report": set(),
+    "training": {"aggregator", "signatures"},  # trains the registry's aggregators; maps expression symbols
+    "evaluation": set(),
 }
 UTILITIES = {  # each other only: no stage, pipeline or cli
     "__init__",
     "errors",
     "settings",
     "units",
+    "clinical_choices",
     "fileio",
     "locations",
     "weightio",

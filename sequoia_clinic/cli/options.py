@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,7 +21,7 @@ import typer
 from typer.core import TyperCommand
 
 from sequoia_clinic.locations import default_cache_dir, weights_cache_dir
-from sequoia_clinic.settings import Device, Precision, RiskSettings, Settings
+from sequoia_clinic.settings import Device, Precision, RiskSettings, Settings, TileOrder
 from sequoia_clinic.units import TimeUnit
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ __all__ = [
     "ReportDirOpt",
     "SignatureOpt",
     "SlideArg",
+    "TileOrder",
+    "TileOrderOpt",
     "TimeUnit",
     "TimeUnitOpt",
     "build_settings",
@@ -218,6 +221,14 @@ MaxTilesOpt = Annotated[
     int | None,
     typer.Option("--max-tiles", min=1, help="Tile cap (default: the bundle's, 4000 for SEQUOIA)."),
 ]
+TileOrderOpt = Annotated[
+    TileOrder | None,
+    typer.Option(
+        "--tile-order",
+        help="Which tiles k-means gets, in which order (default: the bundle's; imported SEQUOIA bundles: "
+        "reference).",
+    ),
+]
 BatchSizeOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Tiles per encoder batch.")]
 CacheDirOpt = Annotated[
     Path | None,
@@ -282,12 +293,20 @@ def flag_name(option: str) -> str:
     return LIBRARY_FLAGS.get(option, "--" + option.replace("_", "-"))
 
 
+class TransformChoice(StrEnum):
+    """``--expression-transform`` of train/evaluate (= sequoia_clinic.training.Transform; no torch here)."""
+
+    LOG2P1 = "log2p1"
+    NONE = "none"
+
+
 # ---- Settings ----------------------------------------------------------------------------------------------
 def build_settings(
     *,
     device: Device = Device.CPU,
     precision: Precision = Precision.AUTO,
     max_tiles: int | None = None,
+    tile_order: TileOrder | None = None,
     batch_size: int | None = None,
     cache_dir: Path | None = None,
     no_cache: bool = False,
@@ -310,7 +329,8 @@ def build_settings(
         precision=precision,
         encoder_batch_size=batch_size or base.encoder_batch_size,
         cache_dir=None if no_cache else cache_root,
-        features=dataclasses.replace(base.features, max_tiles=max_tiles),  # None = the bundle's cap
+        # None = the bundle's cap and tile order
+        features=dataclasses.replace(base.features, max_tiles=max_tiles, tile_order=tile_order),
         models=dataclasses.replace(
             base.models,
             models_dir=models_dir,

@@ -472,7 +472,7 @@ def _gene_table(data: ReportData, text: ReportText, st: _Styles, settings: Repor
     ]
     with_cv = data.signature.reliability is not None  # the bundle stores a cross-validated evaluation
     if with_cv:
-        header.append("CV r\n(✓ reliable)")
+        header.append("CV r")
     body = []
     for row in rows:
         mark = " †" if not row.in_calibration_range else ""
@@ -491,7 +491,7 @@ def _gene_table(data: ReportData, text: ReportText, st: _Styles, settings: Repor
                 *([_reliability_cell(row)] if with_cv else []),
             ]
         )
-    widths = [22, 20, 14, 15, 15, 22, *([15] if with_cv else [])]
+    widths = [18, 17, 11, 15, 13, 22, 12] if with_cv else [22, 20, 14, 15, 15, 22]
     scale = _GENE_TABLE_MM / sum(widths)
     table = Table(
         [header, *body],
@@ -527,6 +527,11 @@ def _page_two(
         notes.append(text.fill("captions", "genes_truncated", shown=len(rows), total=len(sig.genes)))
     if any(not row.in_calibration_range for row in rows):
         notes.append(f"† {text.captions['out_of_range']}.")
+    if sig.reliability is not None:
+        notes.append(
+            f"CV r: the gene's cross-validated r (measured vs out-of-fold predicted) in the bundle's evaluation; "
+            f"✓ reliably predicted ({sig.reliability})."
+        )
     story: list[Flowable] = [
         _p(text.sections["signature"], st.section),
         _p(sig.name + (f". {sig.description}" if sig.description else ""), st.small),
