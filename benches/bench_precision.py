@@ -28,15 +28,15 @@ from sklearn.metrics import adjusted_rand_score
 from sequoia_clinic.bundles import load_bundle, load_bundle_ensemble
 from sequoia_clinic.encoders import has_native_bf16
 from sequoia_clinic.features import cluster_features
-from sequoia_clinic.locations import default_cache_dir, weights_cache_dir
-from sequoia_clinic.pipeline.predict import InferenceResult, run_inference
-from sequoia_clinic.settings import ModelSettings, Settings
+from sequoia_clinic.locations import default_cache_dir, default_risk_model, weights_cache_dir
+from sequoia_clinic.pipeline.predict import Prediction, PredictRequest, run_prediction
+from sequoia_clinic.settings import ModelSettings, Precision, Settings
 from sequoia_clinic.survival.model import RiskModel
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SLIDE = REPO / "sequoia_clinic" / "demo" / "CMU-1-Small-Region.svs"
 SHARED_TCGA = REPO.parent / "shared" / "data" / "slides" / "TCGA-CR-7395-01A-01-TS1.svs"
-RISK_MODEL = REPO / "models" / "risk" / "gse7390-wang76.json"
+RISK_MODEL = default_risk_model()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +50,14 @@ class Change:
     lp: float  # |difference| of the risk model's linear predictor, in SDs of its calibration cohort's
 
 
-def compare(label: str, ref: InferenceResult, labels, expression, model: RiskModel, genes) -> Change:
+def compare(label: str, ref: Prediction, labels, expression, model: RiskModel, genes) -> Change:
     base = ref.expression
     lp = [
         model.apply({g: float(e[genes[g]]) for g in model.genes}).linear_predictor for e in (base, expression)
     ]
     return Change(
         label=label,
-        ari=float(adjusted_rand_score(ref.cluster_labels, labels)),
+        ari=float(adjusted_rand_score(ref.clusters.labels, labels)),
         r=float(np.corrcoef(base, expression)[0, 1]),
         max_gene=float(np.abs(expression - base).max() / base.std()),
         lp=abs(lp[1] - lp[0]) / float(np.std(model.training_lp)),
@@ -67,21 +67,23 @@ def compare(label: str, ref: InferenceResult, labels, expression, model: RiskMod
 def slide_report(
     path: Path, mpp: float | None, bundle, settings: Settings, seeds: int, model: RiskModel
 ) -> None:
+    ensemble = load_bundle_ensemble(bundle, torch.device("cpu"))
     runs = {
-        p: run_inference(path, bundle, dataclasses.replace(settings, precision=p), mpp=mpp)
-        for p in ("fp32", "bf16")
+        p: run_prediction(
+            PredictRequest(path, mpp=mpp), bundle, ensemble, dataclasses.replace(settings, precision=p)
+        )
+        for p in (Precision.FP32, Precision.BF16)
     }
-    ref, low = runs["fp32"], runs["bf16"]
+    ref, low = runs[Precision.FP32], runs[Precision.BF16]
     genes = {g: i for i, g in enumerate(ref.genes)}
     a, b = ref.tile_features, low.tile_features
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     rel = np.linalg.norm(a - b) / np.linalg.norm(a)
-    print(f"\n{path.name}: {len(ref.used_indices)} tiles, clusters by {ref.cluster_method}")
+    print(f"\n{path.name}: {len(ref.used_indices)} tiles, clusters by {ref.clusters.method}")
     print(f"  tile features bf16 vs fp32: min cosine {cosine.min():.6f}, relative L2 {rel:.2e}")
     changes = [
-        compare("bf16 encoder (k-means seed 0)", ref, low.cluster_labels, low.expression, model, genes)
+        compare("bf16 encoder (k-means seed 0)", ref, low.clusters.labels, low.expression, model, genes)
     ]
-    ensemble = ref.ensemble or load_bundle_ensemble(bundle, torch.device("cpu"))
     f = bundle.preprocessing
     for seed in range(1, seeds + 1):
         clusters = cluster_features(a, f.n_clusters, seed, f.kmeans_n_init, settings.features.empty_row_fill)
@@ -110,7 +112,7 @@ def main() -> None:
         [(SHARED_TCGA, 0.5)] if SHARED_TCGA.exists() else []
     )
     cache = weights_cache_dir(default_cache_dir())  # demo weights: generated once into the user cache
-    settings = Settings(device="cpu", models=ModelSettings(weights_cache_dir=cache))
+    settings = Settings(models=ModelSettings(weights_cache_dir=cache))
     bundle = load_bundle(args.bundle, settings)
     model = RiskModel.load(args.risk_model)
     print(

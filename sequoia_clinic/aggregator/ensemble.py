@@ -21,7 +21,7 @@ from torch import nn
 from sequoia_clinic.aggregator.he2rna import He2rnaConfig, build_he2rna
 from sequoia_clinic.aggregator.vis import VisConfig, build_vis
 from sequoia_clinic.errors import BundleError
-from sequoia_clinic.weightio import load_strict, read_state_dict, verify_sha256
+from sequoia_clinic.weightio import HashMemo, load_strict, read_state_dict, verify_sha256
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,14 @@ def aggregator_kind(name: str) -> AggregatorKind:
         ) from None
 
 
-def load_fold(kind: str, config: Any, path: Path, sha256: str | None) -> nn.Module:
-    """One fold's model on the CPU: verify the checksum, then load ``strict=True``."""
+def load_fold(
+    kind: str, config: Any, path: Path, sha256: str | None, memo: HashMemo | None = None
+) -> nn.Module:
+    """One fold's model on the CPU: verify the checksum (``memo`` skips re-hashing an unchanged file),
+    then load ``strict=True``."""
     spec = aggregator_kind(kind)
     if sha256 is not None:
-        verify_sha256(path, sha256, what=f"{kind} fold weights")
+        verify_sha256(path, sha256, what=f"{kind} fold weights", memo=memo)
     model = spec.build(config, True)
     load_strict(model, read_state_dict(path), path, what=f"{kind} aggregator {config}")
     return model.float().eval()
@@ -99,8 +102,12 @@ class FoldEnsemble:
 
 
 def load_ensemble(
-    kind: str, config: Any, folds: Sequence[tuple[Path, str | None]], device: torch.device
+    kind: str,
+    config: Any,
+    folds: Sequence[tuple[Path, str | None]],
+    device: torch.device,
+    memo: HashMemo | None = None,
 ) -> FoldEnsemble:
     """Load every fold (path, sha256) strictly and place the ensemble on ``device``."""
-    models = [load_fold(kind, config, path, sha) for path, sha in folds]
+    models = [load_fold(kind, config, path, sha, memo) for path, sha in folds]
     return FoldEnsemble(kind=kind, config=config, models=models, device=device)

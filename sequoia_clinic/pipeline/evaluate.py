@@ -25,7 +25,7 @@ from sequoia_clinic.errors import OptionError, TableError
 from sequoia_clinic.evaluation import GeneEvaluation, Measured, Rule, Unit, align, evaluate_genes
 from sequoia_clinic.evaluation.figures import r_histogram, top_gene_scatter
 from sequoia_clinic.evaluation.io import PredictionFile, read_predictions
-from sequoia_clinic.fileio import atomic_dir, check_output_dir
+from sequoia_clinic.fileio import atomic_dir, check_output_dir, csv_safe_frame
 from sequoia_clinic.settings import Settings
 from sequoia_clinic.signatures import load_mapper
 from sequoia_clinic.training import Transform, read_expression
@@ -145,7 +145,7 @@ def evaluate_predictions(request: EvaluateRequest, settings: Settings) -> Evalua
     out = Path(request.out)
     names = ("genes.csv", "genes.parquet", "summary.json", "r_histogram.png", "top_genes.png")
     with atomic_dir(out) as tmp:
-        evaluation.table.to_csv(tmp / "genes.csv", index=False, float_format="%.6g")
+        csv_safe_frame(evaluation.table).to_csv(tmp / "genes.csv", index=False, float_format="%.6g")
         evaluation.table.to_parquet(tmp / "genes.parquet", index=False)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
         baselines = [

@@ -41,7 +41,7 @@ from sequoia_clinic.bundles.trained import TrainedBundle, write_trained_bundle
 from sequoia_clinic.encoders import resolve_device
 from sequoia_clinic.errors import BundleError, OptionError, TableError
 from sequoia_clinic.evaluation.io import prediction_frame, write_prediction_table
-from sequoia_clinic.fileio import atomic_dir, check_output_dir, sha256_file, write_json_atomic
+from sequoia_clinic.fileio import atomic_dir, check_output_dir, csv_safe_frame, sha256_file, write_json_atomic
 from sequoia_clinic.pipeline.features import (
     TrainingSlide,
     check_feature_files,
@@ -495,7 +495,7 @@ def _write_outputs(
     rows = fold_of >= 0
     with atomic_dir(out) as tmp:
         epochs = epoch_table(run.folds)
-        epochs.to_csv(tmp / "epochs.csv", index=False, float_format="%.6g")
+        csv_safe_frame(epochs).to_csv(tmp / "epochs.csv", index=False, float_format="%.6g")
         (tmp / "training_curves.png").write_bytes(training_curves(epochs, request.recipe.selection.value))
         write_json_atomic(tmp / "splits.json", splits_json(folds))
         ids = (
