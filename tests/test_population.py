@@ -126,3 +126,20 @@ def test_inadequate_slide_is_refused_then_flagged_on_page_one(cli, cmu_svs: Path
         "Repeatability",
     ):
         assert text in page_one
+
+
+def test_adequacy_minimums_come_from_the_user_then_the_bundle_then_the_defaults() -> None:
+    from sequoia_clinic.bundles.manifest import SpecimenMinimums
+    from sequoia_clinic.pipeline.clinical import DEFAULT_ADEQUACY, AdequacyRequest, adequacy_rule
+
+    declared = SpecimenMinimums(min_tissue_mm2=10.0, min_tiles=250, rationale="biopsy-free resections")
+    assert adequacy_rule(None, AdequacyRequest()) == DEFAULT_ADEQUACY
+    rule = adequacy_rule(declared, AdequacyRequest())
+    assert (rule.min_tissue_mm2, rule.min_tiles, rule.rationale) == (10.0, 250, "biopsy-free resections")
+    rule = adequacy_rule(declared, AdequacyRequest(min_tiles=50))
+    assert (rule.min_tissue_mm2, rule.min_tiles) == (10.0, 50)
+
+
+def test_the_demo_bundle_declares_its_adequacy_minimums(demo_bundle) -> None:
+    assert demo_bundle.adequacy is not None
+    assert (demo_bundle.adequacy.min_tissue_mm2, demo_bundle.adequacy.min_tiles) == (4.0, 100)

@@ -200,6 +200,11 @@ def import_bundle(
                 "kmeans_n_init": 1,
                 "tile_order": "reference",  # the tiles and k-means order of the checkpoints' training data
             },
+            "adequacy": {  # the tool's defaults (pipeline/clinical.py); edit the manifest to declare others
+                "min_tissue_mm2": 4.0,
+                "min_tiles": 100,
+                "rationale": "100 kept tiles = SEQUOIA's 100 cluster tokens; 4 mm2 = Prosigna's minimum tumour area",
+            },
             "provenance": {
                 "imported_by": f"sequoia-clinic {__version__}",
                 "imported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

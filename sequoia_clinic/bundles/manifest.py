@@ -99,6 +99,15 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class SpecimenMinimums:
+    """The smallest specimen the bundle's predictions are meant for (manifest ``adequacy``), with why."""
+
+    min_tissue_mm2: float
+    min_tiles: int
+    rationale: str = ""
+
+
+@dataclass(frozen=True)
 class Bundle:
     """A parsed model bundle (weights are checksummed when they are read, or by ``verify_bundle``)."""
 
@@ -120,6 +129,7 @@ class Bundle:
     provenance: dict[str, Any]
     weights_cache: Path | None = None  # where recipe-made weights are generated (Settings.models)
     evaluation: EvaluationRef | None = None  # per-gene cross-validated evaluation, when `evaluate` stored one
+    adequacy: SpecimenMinimums | None = None  # declared specimen minimums; None: the tool's defaults apply
 
     @property
     def encoder_spec(self) -> EncoderSpec:
@@ -273,6 +283,17 @@ def parse_bundle(folder: Path, weights_cache: Path | None = None) -> Bundle:
         provenance=data["provenance"],
         weights_cache=weights_cache,
         evaluation=evaluation,
+        adequacy=_minimums(data.get("adequacy")),
+    )
+
+
+def _minimums(data: dict[str, Any] | None) -> SpecimenMinimums | None:
+    if data is None:
+        return None
+    return SpecimenMinimums(
+        min_tissue_mm2=float(data["min_tissue_mm2"]),
+        min_tiles=int(data["min_tiles"]),
+        rationale=str(data.get("rationale", "")),
     )
 
 

@@ -123,11 +123,18 @@ def register(app: typer.Typer) -> None:
             help="Report a slide below the minimum tissue area / kept tiles (with a flag on page 1) instead of "
             "refusing it.",
         ),
-        min_tissue_mm2: float = typer.Option(
-            4.0, "--min-tissue-mm2", min=0, help="Minimum tissue area (Prosigna's minimum tumour area)."
+        min_tissue_mm2: float | None = typer.Option(
+            None,
+            "--min-tissue-mm2",
+            min=0,
+            help="Minimum tissue area (default: the bundle's declared minimum, else 4 mm², Prosigna's minimum "
+            "tumour area).",
         ),
-        min_tiles: int = typer.Option(
-            100, "--min-tiles", min=0, help="Minimum kept tiles (SEQUOIA's 100 cluster tokens)."
+        min_tiles: int | None = typer.Option(
+            None,
+            "--min-tiles",
+            min=0,
+            help="Minimum kept tiles (default: the bundle's declared minimum, else 100 = SEQUOIA's cluster tokens).",
         ),
         repeats: int = typer.Option(
             10,
@@ -138,7 +145,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Score one slide and write the patient report (research use only)."""
-        from sequoia_clinic.pipeline.clinical import AdequacyRule
+        from sequoia_clinic.pipeline.clinical import AdequacyRequest
         from sequoia_clinic.pipeline.patient import PatientOptions
         from sequoia_clinic.pipeline.score import ScoreRequest, default_out_dir, score_slide
         from sequoia_clinic.survival.clinical import clinical_inputs
@@ -178,7 +185,7 @@ def register(app: typer.Typer) -> None:
             specimen_type=specimen_type,
             strict_population=strict_population,
             allow_inadequate=allow_inadequate,
-            adequacy=AdequacyRule(min_tissue_mm2, min_tiles),
+            adequacy=AdequacyRequest(min_tissue_mm2, min_tiles),
             repeats=repeats,
         )
         with stage_display(quiet) as (progress, on_stage):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sequoia_clinic.bundles.manifest import SpecimenMinimums
 from sequoia_clinic.clinical_choices import SpecimenType
 from sequoia_clinic.errors import OptionError, SequoiaError
 from sequoia_clinic.qc import QCCode, QCWarning
@@ -38,6 +39,30 @@ class AdequacyRule:
 
 
 DEFAULT_ADEQUACY = AdequacyRule()
+
+
+@dataclass(frozen=True)
+class AdequacyRequest:
+    """The user's adequacy minimums; a field left None takes the bundle's declared value, else the default."""
+
+    min_tissue_mm2: float | None = None
+    min_tiles: int | None = None
+
+
+def adequacy_rule(declared: SpecimenMinimums | None, request: AdequacyRequest) -> AdequacyRule:
+    """The rule of one run: the user's values, else the bundle's declared minimums, else the tool's defaults."""
+    base = (
+        AdequacyRule(
+            declared.min_tissue_mm2, declared.min_tiles, declared.rationale or DEFAULT_ADEQUACY.rationale
+        )
+        if declared is not None
+        else DEFAULT_ADEQUACY
+    )
+    return AdequacyRule(
+        min_tissue_mm2=base.min_tissue_mm2 if request.min_tissue_mm2 is None else request.min_tissue_mm2,
+        min_tiles=base.min_tiles if request.min_tiles is None else request.min_tiles,
+        rationale=base.rationale,
+    )
 
 
 @dataclass(frozen=True)

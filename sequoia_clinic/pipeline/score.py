@@ -36,7 +36,8 @@ from sequoia_clinic.fileio import check_output_dir, sha256_file
 from sequoia_clinic.locations import default_risk_model
 from sequoia_clinic.pipeline.clinical import (
     Adequacy,
-    AdequacyRule,
+    AdequacyRequest,
+    adequacy_rule,
     check_adequacy,
     model_covariates,
     population_warnings,
@@ -98,9 +99,8 @@ class ScoreRequest:
     specimen_type: SpecimenType | None = None
     strict_population: bool = False  # refuse (not flag) a patient outside the model's population
     allow_inadequate: bool = False  # report (with a flag) a slide below the adequacy minimums
-    adequacy: AdequacyRule | None = (
-        None  # None: no adequacy gate (the CLI passes pipeline.clinical's default)
-    )
+    # None: no adequacy gate; else the user's minimums over the bundle's declared ones (the CLI always gates)
+    adequacy: AdequacyRequest | None = None
     repeats: int = 0  # repeatability repeats (0: none; the CLI's default is pipeline.repeatability's 10)
 
 
@@ -202,7 +202,8 @@ def score_slide(
     t0 = time.perf_counter()
     adequacy: tuple[QCWarning, ...] = ()
     if request.adequacy is not None:
-        measured = Adequacy(request.adequacy, tissue_area_mm2(prediction), len(prediction.kept_indices))
+        rule = adequacy_rule(bundle.adequacy, request.adequacy)
+        measured = Adequacy(rule, tissue_area_mm2(prediction), len(prediction.kept_indices))
         adequacy = check_adequacy(measured, request.allow_inadequate)
     expression = {g: float(prediction.expression[gene_index[g]]) for g in model.genes}
     risk = model.apply(expression, covariates)
