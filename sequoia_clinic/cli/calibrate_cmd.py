@@ -179,11 +179,20 @@ def register(app: typer.Typer) -> None:
         bundle: str | None = typer.Option(
             None, "--bundle", help="The bundle whose evaluation --reliable-genes-only uses."
         ),
+        subgroup: list[str] | None = typer.Option(
+            None,
+            "--subgroup",
+            metavar="SPEC",
+            help="Report out-of-fold Harrell's C (bootstrap 95% CI) per level of a subgroup (TRIPOD+AI item 14); "
+            "repeatable: COLUMN for a categorical column, COLUMN:CUT or COLUMN:CUT/CUT/... for numeric bands, "
+            "e.g. age:50 (age < 50, age >= 50) or er.",
+        ),
     ) -> None:
         """Fit a penalised Cox risk model with cross-validated performance and a model card."""
         from sequoia_clinic.survival.calibrate import CalibrateRequest, calibrate
         from sequoia_clinic.survival.cutoffs import parse_cutoff_spec, parse_names
         from sequoia_clinic.survival.records import ExpressionSource
+        from sequoia_clinic.survival.subgroups import parse_subgroups
 
         settings = build_settings(risk=risk_settings(cv_repeats, bootstrap, seed, penalty))
         reliable = None
@@ -215,6 +224,7 @@ def register(app: typer.Typer) -> None:
             id_col=id_col,
             reliable_genes=None if reliable is None else reliable.genes,
             reliable_source="" if reliable is None else reliable.source,
+            subgroups=parse_subgroups(subgroup or ()),
         )
         outcome = calibrate(request, settings)
         typer.echo("\n".join(summary_lines(outcome)))

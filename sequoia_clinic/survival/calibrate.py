@@ -25,6 +25,7 @@ from sequoia_clinic.survival.model import RiskModel
 from sequoia_clinic.survival.population import load_population
 from sequoia_clinic.survival.predicted import check_out_of_fold, expression_shrinkage
 from sequoia_clinic.survival.records import ExpressionSource
+from sequoia_clinic.survival.subgroups import SubgroupSpec
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class CalibrateRequest:
     id_col: str = "patient_id"  # the patient column matching the table with the splits / measured table
     reliable_genes: frozenset[str] | None = None  # --reliable-genes-only: keep only these signature genes
     reliable_source: str = ""  # where reliable_genes come from (recorded in the signature's description)
+    subgroups: tuple[SubgroupSpec, ...] = ()  # --subgroup: out-of-fold C per level (TRIPOD+AI item 14)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ def calibrate(request: CalibrateRequest, settings: Settings) -> CalibrateOutcome
         missing=request.missing,
         population=population,
         shrinkage=shrinkage,
+        subgroups=request.subgroups,
     )
     files = write_model_and_card(model, request.out, request.card)
     return CalibrateOutcome(model, tuple(files))

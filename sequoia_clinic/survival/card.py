@@ -5,7 +5,8 @@
 
 Everything is drawn from the model file itself (no patient data): the key items (outcome, cohort, full
 model, how cut-offs were chosen, cross-validated performance with CIs), the calibration plot and the
-cross-validated Kaplan-Meier curves by risk group; the PDF's second page and the Markdown's last section
+cross-validated Kaplan-Meier curves by risk group, and (Markdown) the out-of-fold C per declared
+subgroup level (``calibrate --subgroup``); the PDF's second page and the Markdown's last section
 list the TRIPOD+AI items by number (survival/tripod.py), those the tool cannot know marked "to be
 supplied by the user".
 """
@@ -203,6 +204,30 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
+def _subgroup_markdown(model: RiskModel) -> list[str]:
+    """Out-of-fold Harrell's C per declared subgroup level (calibrate --subgroup); none: no lines."""
+    if not model.subgroup_performance:
+        return []
+    lines = [
+        "",
+        "## Performance in subgroups (TRIPOD+AI item 14)",
+        "",
+        "Harrell's C of the out-of-fold linear predictor (first CV repeat) within each level, "
+        "bootstrap 95% CI over the level's patients.",
+        "",
+        "| subgroup | level | n | events | Harrell's C (95% CI) | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in model.subgroup_performance:
+        c = (
+            "n/a"
+            if row.harrell_c is None
+            else f"{_fmt(row.harrell_c)} ({_fmt(row.ci_lower)}-{_fmt(row.ci_upper)})"
+        )
+        lines.append(f"| {row.subgroup} | {row.level} | {row.n} | {row.events} | {c} | {row.note or ''} |")
+    return lines
+
+
 def card_markdown(model: RiskModel, figure_name: str | None = None) -> str:
     """The card as Markdown: summary, performance table, cut-offs, KM table, predictors."""
     lines = [f"# Risk model card: {model.signature}", ""]
@@ -245,6 +270,7 @@ def card_markdown(model: RiskModel, figure_name: str | None = None) -> str:
                 f"HR {hr.group} vs {hr.reference}: "
                 f"{_fmt(hr.hazard_ratio, 2)} ({_fmt(hr.lower, 2)}-{_fmt(hr.upper, 2)})."
             )
+    lines += _subgroup_markdown(model)
     lines += [
         "",
         "## Model",

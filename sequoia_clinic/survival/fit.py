@@ -70,6 +70,12 @@ from sequoia_clinic.survival.records import (
     TrainingSummary,
     finite_or_none,
 )
+from sequoia_clinic.survival.subgroups import (
+    BOOTSTRAP_MAX,
+    SubgroupSpec,
+    subgroup_levels,
+    subgroup_performance,
+)
 
 LARGE_COEFFICIENT = 10.0  # |beta| per SD above this means separation or a fit that did not converge
 # the lifelines/numpy failures of auxiliary fits (PH check, univariable HRs): recorded as null + a note
@@ -438,17 +444,20 @@ def fit_risk_model(
     missing: MissingRule = MissingRule.REFUSE,
     population: Population | None = None,
     shrinkage: ExpressionShrinkage | None = None,
+    subgroups: Sequence[SubgroupSpec] = (),
 ) -> RiskModel:
     """Calibrate a Cox risk model of ``signature``'s genes (and typed clinical covariates) on a cohort table.
 
     ``covariates`` declare clinical columns as ``NAME[:KIND[:REFERENCE]]`` (survival/clinical.py); they are
-    unpenalised. ``missing`` is the stated rule for missing clinical values.
+    unpenalised. ``missing`` is the stated rule for missing clinical values. ``subgroups`` (survival/
+    subgroups.py) get Harrell's C of the first CV repeat's out-of-fold linear predictor per level.
     """
     settings = settings or RiskSettings()
     spec = cutoffs or CutoffSpec("tertiles")
     data = cohort_matrix(
         frame, signature, time_col, event_col, time_unit, covariates, path, settings.min_events, missing
     )
+    levels = subgroup_levels(frame, subgroups, path)  # checked before the (slow) fit
     renamed = cohort_io.renamed_note(data.renamed)
     time, event = data.survival.time, data.survival.event
     options = _options(settings)
@@ -533,6 +542,14 @@ def fit_risk_model(
         clinical=data.clinical,
         population=population,
         expression_shrinkage=shrinkage,
+        subgroup_performance=subgroup_performance(
+            levels,
+            time,
+            event,
+            repeats[0].lp,
+            min(settings.n_bootstrap_metrics, BOOTSTRAP_MAX),
+            settings.seed,
+        ),
     )
 
 

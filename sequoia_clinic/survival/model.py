@@ -56,6 +56,7 @@ from sequoia_clinic.survival.records import (
     PHCheck,
     PredictorRow,
     SignatureSummary,
+    SubgroupPerformance,
     TrainingSummary,
     calibration_plot_from_dict,
     calibration_plot_to_dict,
@@ -171,6 +172,7 @@ class RiskModel:
     clinical: tuple[CovariateSpec, ...] = ()  # typed clinical covariates (their predictors are `covariates`)
     population: Population | None = None  # intended population and development data (TRIPOD+AI)
     expression_shrinkage: ExpressionShrinkage | None = None  # predicted vs measured spread, when known
+    subgroup_performance: tuple[SubgroupPerformance, ...] = ()  # calibrate --subgroup (TRIPOD+AI item 14)
 
     # ---- views --------------------------------------------------------------------------------------
     @property
@@ -363,6 +365,8 @@ class RiskModel:
             if self.expression_shrinkage is None
             else self.expression_shrinkage.to_dict(),
         }
+        if self.subgroup_performance:  # optional key: files without subgroups are written as before
+            audit["subgroup_performance"] = [row.to_dict() for row in self.subgroup_performance]
         core = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -470,6 +474,9 @@ class RiskModel:
             expression_shrinkage=ExpressionShrinkage.from_dict(data["expression_shrinkage"])
             if data.get("expression_shrinkage") is not None
             else None,
+            subgroup_performance=read_records(data, "subgroup_performance", "", SubgroupPerformance.from_dict)
+            if "subgroup_performance" in data
+            else (),
         )
 
     def validate(self, source: Path | str | None = None) -> None:

@@ -1016,3 +1016,40 @@ class ExpressionShrinkage:
             max_sd_ratio=read_float(data, "max_sd_ratio", where),
             median_correlation=read_optional_float(data, "median_correlation", where),
         )
+
+
+@dataclass(frozen=True)
+class SubgroupPerformance:
+    """Out-of-fold Harrell's C in one level of a declared subgroup (TRIPOD+AI item 14); counts, no patient data.
+
+    ``harrell_c`` and its bootstrap CI are None (with a ``note``) where the level has too few events or
+    comparable pairs; ``bootstrap_valid`` counts the resamples on which C was defined.
+    """
+
+    subgroup: str  # the declaration, e.g. "age:50" or "er"
+    level: str  # e.g. "age < 50" or "er = positive"
+    n: int
+    events: int
+    harrell_c: float | None
+    ci_lower: float | None
+    ci_upper: float | None
+    bootstrap_valid: int
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "subgroup_performance") -> SubgroupPerformance:
+        data = section(data, where)
+        return cls(
+            subgroup=read_str(data, "subgroup", where),
+            level=read_str(data, "level", where),
+            n=read_int(data, "n", where),
+            events=read_int(data, "events", where),
+            harrell_c=read_optional_float(data, "harrell_c", where),
+            ci_lower=read_optional_float(data, "ci_lower", where),
+            ci_upper=read_optional_float(data, "ci_upper", where),
+            bootstrap_valid=read_int(data, "bootstrap_valid", where),
+            note=read_optional_str(data, "note", where),
+        )

@@ -3,7 +3,7 @@
 TRIPOD+AI (Collins et al., BMJ 2024;385:e078378) is the 27-item reporting checklist for prediction models
 that supersedes TRIPOD 2015. :func:`tripod_items` fills the items the tool knows from the model file
 (outcome, horizon, predictors, n and events, missing data, splitting and tuning, internal validation with
-CIs, recalibration, subgroup performance, the full model, thresholds, intended use, handling of poor
+CIs, recalibration, subgroup performance (``calibrate --subgroup``), the full model, thresholds, intended use, handling of poor
 input, versions and hashes) and lists the others as "to be supplied by the user". The model card
 (Markdown and the PDF's second page) and ``result.json`` (``model_card``) carry them.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sequoia_clinic.survival.model import RiskModel
+from sequoia_clinic.survival.records import SubgroupPerformance
 
 TO_BE_SUPPLIED = "to be supplied by the user"
 NOT_STATED = "not stated at calibration (calibrate --population FILE); " + TO_BE_SUPPLIED
@@ -59,12 +60,30 @@ def _performance(model: RiskModel) -> str:
     return "; ".join(parts) or "not computed"
 
 
+def _subgroup_c(row: SubgroupPerformance) -> str:
+    if row.harrell_c is None:
+        return f"{row.level}: n={row.n}, {row.events} events, C n/a ({row.note})"
+    ci = (
+        f" (95% CI {row.ci_lower:.3f}-{row.ci_upper:.3f})"
+        if row.ci_lower is not None and row.ci_upper is not None
+        else ""
+    )
+    return f"{row.level}: n={row.n}, {row.events} events, C {row.harrell_c:.3f}{ci}"
+
+
 def _subgroups(model: RiskModel) -> str:
     km = model.cross_validated_km
     groups = ", ".join(f"{g.label}: n={g.n}, {g.events} events" for g in km.groups)
+    if model.subgroup_performance:
+        rows = "; ".join(_subgroup_c(row) for row in model.subgroup_performance)
+        return (
+            f"cross-validated risk groups ({groups}); out-of-fold Harrell's C by declared subgroup (first CV "
+            f"repeat, fold seed {model.performance.design.fold_seeds[0]}, bootstrap 95% CI): {rows}"
+        )
     return (
         f"cross-validated risk groups ({groups}); performance by age band, site or other declared subgroups is "
-        f"{TO_BE_SUPPLIED} (stratify TABLE --group-col on the out-of-fold scores)"
+        f"{TO_BE_SUPPLIED} (calibrate --subgroup COLUMN[:CUT], or stratify TABLE --group-col on the "
+        "out-of-fold scores)"
     )
 
 
