@@ -10,10 +10,10 @@ import pytest
 
 import sequoia_clinic.fileio as fileio
 import sequoia_clinic.slides.opening as opening
+from sequoia_clinic.locations import weights_cache_dir
 from sequoia_clinic.pipeline import predict as predict_flow
 from sequoia_clinic.pipeline.score import ScoreRequest, score_slide
 from sequoia_clinic.report.files import OutputFormat
-from sequoia_clinic.locations import weights_cache_dir
 from sequoia_clinic.settings import ModelSettings, Settings
 
 
@@ -59,3 +59,25 @@ def test_a_dicom_score_run_parses_each_header_once(cmu_dicom, tmp_path, monkeypa
     assert all(counts[f"hash:{name}"] == 1 for name in files)
     report = pydicom.dcmread(tmp_path / "out" / "report.dcm")  # not counted: after the run
     assert report.StudyInstanceUID == pydicom.dcmread(cmu_dicom / files[0]).StudyInstanceUID
+
+
+def test_timings_are_a_tree_whose_total_is_the_wall_of_the_run(cmu_svs, tmp_path, user_cache) -> None:
+    import json
+    import time
+
+    settings = Settings(models=ModelSettings(weights_cache_dir=weights_cache_dir(user_cache)))
+    request = ScoreRequest(slide=cmu_svs, out_dir=tmp_path / "out", formats=(OutputFormat.JSON,))
+    score_slide(request, settings)  # warm: generated weights, imports
+    request = ScoreRequest(slide=cmu_svs, out_dir=tmp_path / "again", formats=tuple(OutputFormat))
+    start = time.perf_counter()
+    outcome = score_slide(request, settings)
+    wall = time.perf_counter() - start
+    timings = json.loads((tmp_path / "again" / "result.json").read_text())["timings"]
+    assert abs(timings["total"] - wall) <= 0.05 * wall
+    top = {k: v for k, v in timings.items() if "." not in k and k != "total"}
+    assert {"load_models", "inference", "risk", "spatial_maps", "report", "render_pdf"} <= set(top)
+    assert sum(top.values()) <= timings["total"] + 0.01  # parents are never summed with their children
+    # each part lies within its parent (tile selection runs alongside encoding, so parts may overlap)
+    parts = [v for k, v in timings.items() if k.startswith("inference.")]
+    assert parts and max(parts) <= timings["inference"] + 0.01
+    assert outcome.report.total_seconds == sum(outcome.report.stage_seconds.values())  # the PDF's own view

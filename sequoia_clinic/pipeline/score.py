@@ -178,6 +178,7 @@ def score_slide(
     check_output_dir(request.out_dir)
     stage = on_stage or (lambda name: None)
     now = now or dt.datetime.now(dt.UTC)
+    started = time.perf_counter()
     timings: dict[str, float] = {}
 
     stage("Loading the model bundle and the risk model")
@@ -196,7 +197,9 @@ def score_slide(
     stage("Reading the slide and predicting expression")
     predict = PredictRequest(request.slide, request.bundle, request.mpp, thumbnail_px=THUMBNAIL_PX)
     prediction = run_prediction(predict, bundle, ensemble, settings, progress)
-    timings.update({f"inference.{k}": v for k, v in prediction.timings.items()})
+    # the prediction's own total is the parent of its parts: recorded once, as "inference"
+    timings["inference"] = prediction.timings["total"]
+    timings.update({f"inference.{k}": v for k, v in prediction.timings.items() if k != "total"})
 
     stage("Checking the specimen and computing the risk")
     t0 = time.perf_counter()
@@ -267,5 +270,5 @@ def score_slide(
         study = deidentify_study(study, key)
     timings["report"] = time.perf_counter() - t0
     data = replace(data, timings={k: round(v, 3) for k, v in timings.items()})
-    files = write_report_files(request.out_dir, data, study, request.formats, settings.report)
+    files = write_report_files(request.out_dir, data, study, request.formats, settings.report, started)
     return ScoreOutcome(request.out_dir, files, data, risk, prediction)

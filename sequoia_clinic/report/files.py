@@ -6,6 +6,8 @@ succeeded (``fileio.atomic_dir``), so a failed run never leaves a partial report
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from enum import StrEnum
 from pathlib import Path
 
@@ -39,10 +41,21 @@ def write_report_files(
     study: StudyInfo | None,
     formats: tuple[OutputFormat, ...],
     settings: ReportSettings,
+    started: float | None = None,
 ) -> tuple[Path, ...]:
-    """Render and write the requested files; returns their final paths in canonical order."""
+    """Render and write the requested files; returns their final paths in canonical order.
+
+    ``started`` (a ``time.perf_counter()`` value at the start of the run) makes ``result.json`` record the
+    PDF rendering time and the measured wall of the whole run as ``total``; the PDF itself shows the stages
+    before its own rendering.
+    """
     text = load_report_text(settings.templates_dir)
+    t0 = time.perf_counter()
     pdf = render_report_pdf_bytes(data, settings, text)
+    if started is not None:
+        stages = {**data.timings, "render_pdf": round(time.perf_counter() - t0, 3)}
+        stages["total"] = round(time.perf_counter() - started, 3)
+        data = dataclasses.replace(data, timings=stages)
     wanted = [f for f in OutputFormat if f in formats]
     with atomic_dir(out_dir) as tmp:
         for fmt in wanted:

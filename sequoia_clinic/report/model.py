@@ -357,7 +357,9 @@ class ReportData:
     signature: SignatureResult
     provenance: Provenance
     images: SlideImages | None = None
-    timings: Mapping[str, float] = field(default_factory=dict)  # seconds per stage, in run order
+    # Seconds per stage in run order, as a tree in flat form: "inference" includes "inference.encode" etc.
+    # (a parent is never summed with its children); "total", when present, is the measured wall of the run.
+    timings: Mapping[str, float] = field(default_factory=dict)
     demo: bool = False  # True: every page carries the DEMONSTRATION banner
     clinical: ClinicalSummary | None = None  # clinical values and the clinical part of the risk
     repeatability: RepeatabilityResult | None = None
@@ -375,8 +377,16 @@ class ReportData:
         _check(all(v >= 0 and math.isfinite(v) for v in self.timings.values()), "timings must be >= 0")
 
     @property
+    def stage_seconds(self) -> dict[str, float]:
+        """The top-level stages (no children, no total)."""
+        return {k: float(v) for k, v in self.timings.items() if "." not in k and k != "total"}
+
+    @property
     def total_seconds(self) -> float:
-        return float(sum(self.timings.values()))
+        """The measured wall of the run when recorded, else the sum of the top-level stages."""
+        if "total" in self.timings:
+            return float(self.timings["total"])
+        return float(sum(self.stage_seconds.values()))
 
 
 def make_report_id(*parts: str) -> str:

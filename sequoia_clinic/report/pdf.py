@@ -632,7 +632,7 @@ def _performance_table(data: ReportData, st: _Styles, text: ReportText) -> Table
 def _method_section(data: ReportData, text: ReportText, st: _Styles) -> list[Flowable]:
     prov, cohort = data.provenance, data.cohort
     trained = "trained" if prov.bundle_trained else "UNTRAINED demonstration weights"
-    stages = " · ".join(f"{name} {seconds:.1f} s" for name, seconds in data.timings.items())
+    stages = " · ".join(f"{name} {seconds:.1f} s" for name, seconds in data.stage_seconds.items())
     cutoffs = ", ".join(f"{c:g}" for c in cohort.cutoffs)
     rows = [
         (

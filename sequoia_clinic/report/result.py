@@ -181,7 +181,7 @@ def result_dict(data: ReportData, text: ReportText | None = None) -> dict[str, A
         "model_card": [{"item": n, "topic": topic, "text": text} for n, topic, text in data.model_card],
         "created": data.created,
         "timings": {
-            **{name: float(seconds) for name, seconds in data.timings.items()},
+            **{name: float(seconds) for name, seconds in data.timings.items() if name != "total"},
             "total": data.total_seconds,
         },
     }
