@@ -114,7 +114,8 @@ class RiskSettings:
     """Cox risk-model calibration (see survival/fit.py); bootstrap counts bound the run time."""
 
     l1_ratio: float = 0.1  # elastic-net L1 share (mostly ridge: many correlated, weak genes, few events)
-    penalty: float | None = None  # Coxnet alpha; None = chosen by inner CV (partial likelihood); 0 = unpenalised
+    # Coxnet alpha; None = chosen by inner CV (partial likelihood); 0 = unpenalised
+    penalty: float | None = None
     n_alphas: int = 40  # length of the penalty path
     alpha_min_ratio: float = 0.01  # smallest alpha on the path / largest
     inner_folds: int = 5  # CV folds choosing the penalty (inside each training set)
