@@ -49,7 +49,8 @@ class TissueSettings:
     min_rgb: int = 50  # SEQUOIA: R, G and B must each exceed this (drops black pen / out-of-bounds)
     morphology_iterations: int = 3  # SEQUOIA: dilate x3 then erode x3
     saturation_threshold: float | None = None  # None = Otsu on the slide's saturation
-    saturation_floor: float = 8.0  # the Otsu threshold is never below this (CLAM's fixed value): blank glass stays blank
+    # the Otsu threshold is never below this (CLAM's fixed value): blank glass stays blank
+    saturation_floor: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class TileSettings:
     tile_px: int = 256
     mpp_tolerance: float = 0.1  # a level within +-10 % of the target is read without resampling
     min_mask_fraction: float = 0.05  # candidate tile: tissue-mask (8 um/px) share under it must exceed this
-    min_tissue_fraction: float = 0.2  # kept tile: share of its own 20x pixels that are tissue (SEQUOIA: > 20 %)
+    # kept tile: share of its own 20x pixels that are tissue (SEQUOIA: > 20 %)
+    min_tissue_fraction: float = 0.2
     reject_low_contrast: bool = True  # skimage is_low_contrast on the tile pixels, as SEQUOIA does
     batch_size: int = 64  # tiles per yielded batch
     read_threads: int = 2  # decode threads for the tile reader
@@ -105,7 +107,8 @@ class ModelSettings:
     models_dir: Path | None = None  # extra folder of bundles, searched before the shipped models/
     # generated (recipe-made) demo weights; the CLI sets <user cache>/weights; None = none can be generated
     weights_cache_dir: Path | None = None
-    encoder_weights: Path | None = None  # use this local file as the bundle's encoder weights (sha256 still checked)
+    # use this local file as the bundle's encoder weights (sha256 still checked)
+    encoder_weights: Path | None = None
     loader_queue: int = 4  # decoded tile batches buffered ahead of the encoder by the loader thread
 
 
