@@ -1,25 +1,39 @@
-"""Benchmark of the tile reader: tiles/s and peak memory, side by side with a naive baseline.
+"""Tile selection vs the SEQUOIA reference's tiling algorithm and vs the raw JPEG decode rate, side by side.
 
-1. CMU-1-Small-Region.svs (real Aperio JPEG, 240 px stored tiles): every tile of the 20x grid, read
-   (a) by ``iter_tile_batches`` and (b) naively, one tiffslide ``read_region`` per tile at level 0 plus an
-   area resize to 256 px when the level-0 size differs. Same tiles, checked identical, several passes.
-2. A generated gigapixel slide: a ~60,000 x 40,000 px pyramidal JPEG TIFF at 0.25 um/px (40x) made in a
-   temporary folder by repeating the CMU pixels (2x pyramid to 32x; resolution tags give the mpp). The
-   whole pipeline runs on it: tissue mask, 20x grid, then all candidate tiles are read from the 2x level.
-   Also the Aperio-like case with no 2x level (512 px read at level 0 and area-reduced) and the naive
-   reader on the first ``--big-tiles`` / 1000 candidates.
+Slides: synthetic pyramidal SVS files (Aperio layout and description: AppMag 20, MPP 0.5; 256 px JPEG tiles;
+levels 1, 4, 16, 32), 10,000 x 10,000 and 40,000 x 30,000 px by default, written to a temporary folder by
+repeating mirrored copies of a crop of the packaged demo slide's real pixels. On each slide, each
+measurement in its own process (so each peak RSS is its own):
 
-Each measurement runs in its own subprocess, so each peak RSS (``ru_maxrss``, includes the Python
-interpreter and libraries) is that method's alone. The ratio fast / naive on the CMU slide is printed last.
-Usage: ``python benches/bench_tiles.py [--repeats 20] [--big-width 60000 --big-height 40000]``.
+* decode    -- the bound: the slide's stored level-0 JPEG tiles (up to ``--decode-tiles``, evenly spread),
+               read into memory first, then decoded one after another in one thread with imagecodecs;
+* ours      -- open, tissue mask, 20x grid, then :class:`~sequoia_clinic.slides.TileSelection`: candidates
+               checked in the tile order's check order (the vectorised pixel check beside the decode threads)
+               until ``--cap`` passed; in the ``reference`` tile order and in the default ``grid`` order;
+* reference -- the SEQUOIA tiling algorithm (``patch_gen_hdf5.py``) re-implemented here from the project's
+               reference notes (``../shared/reference/sequoia.md``), not copied: a mask of the lowest level
+               (HSV saturation above its Otsu threshold, not bright in all three channels by their own Otsu
+               thresholds, R, G and B above 50; dilated x3 then eroded x3); the level-0 positions
+               ``range(0, size, 256 * AppMag / 20)`` column by column, shuffled by numpy seed 5; a position
+               whose mask pixel at its corner is tissue is read (``read_region``), re-masked with the same
+               recipe (per-tile Otsu) and dilated x3, and kept when more than 20 % of it is tissue and
+               skimage's ``is_low_contrast`` is false; it stops at ``--cap`` kept tiles. tiffslide stands in
+               for OpenSlide and the HDF5 writes are left out (both only favour the reference).
+
+Printed per slide: seconds, candidates checked, candidates/s and peak RSS per method, then the ratios: per
+candidate (selection loop only), for the whole slide (open to ``--cap`` tiles, or every candidate), and our
+candidates/s as a share of the single-thread raw decode rate. Last, the tile reader alone on the demo slide
+vs one ``read_region`` per tile (the former content of this bench).
+
+    .venv/bin/python benches/bench_tiles.py [--sizes 10000x10000,40000x30000] [--cap 4000] [--rounds 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,190 +43,342 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-CMU = REPO.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"
-BIG_MPP = 0.25
-BIG_LEVELS = (1, 2, 4, 8, 16, 32)  # a full 2x mipmap (tifffile splits gappy SubIFD pyramids into series)
-PATTERN = (2048, 2560)  # CMU crop repeated over the big slide: whole 256 px tiles at every level
+DEMO_SLIDE = REPO / "sequoia_clinic" / "demo" / "CMU-1-Small-Region.svs"
+LEVELS = (1, 4, 16, 32)  # Aperio-like pyramid
+PATTERN = (2048, 2560)  # (width, height) of the demo-slide crop that is mirrored and repeated
+TILE = 256
+MPP = 0.5
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _grid(slide, settings):
-    from sequoia_clinic.slides import build_tile_grid, compute_tissue_mask
-
-    mask = compute_tissue_mask(slide, settings.tissue)
-    return build_tile_grid(slide, mask, settings.tiles)
-
-
-def _fast(slide, grid, indices, settings) -> tuple[int, np.ndarray]:
-    from sequoia_clinic.slides import iter_tile_batches
-
-    count, checksum = 0, np.zeros(3)
-    for batch in iter_tile_batches(slide, grid, indices, settings.tiles):
-        count += len(batch.indices)
-        checksum += batch.pixels[:, ::64, ::64].reshape(-1, 3).sum(axis=0)
-    return count, checksum
-
-
-def _naive(path: Path, grid, indices) -> tuple[int, np.ndarray]:
-    import tiffslide
-    from PIL import Image
-
-    size0 = round(grid.tile_size_level0)
-    count, checksum = 0, np.zeros(3)
-    with tiffslide.TiffSlide(path) as handle:
-        for x, y in grid.coords[indices]:
-            region = handle.read_region((int(x), int(y)), 0, (size0, size0), as_array=True)
-            if size0 != grid.tile_px:
-                region = np.asarray(Image.fromarray(region).resize((grid.tile_px,) * 2, Image.Resampling.BOX))
-            count += 1
-            checksum += region[::64, ::64].reshape(-1, 3).sum(axis=0)
-    return count, checksum
-
-
-def worker(kind: str, path: Path, repeats: int, max_tiles: int) -> dict:
-    """One measurement in this (fresh) process."""
-    from sequoia_clinic.settings import Settings
-    from sequoia_clinic.slides import open_slide
-
-    settings = Settings()
-    started = time.perf_counter()
-    with open_slide(path) as slide:
-        grid = _grid(slide, settings)
-        prepare_s = time.perf_counter() - started
-        if kind == "cmu-fast" or kind == "cmu-naive":
-            indices = np.arange(grid.n_tiles)
-        else:
-            indices = grid.kept_indices[:max_tiles]
-        if kind == "big-resample":  # pretend there is no 2x level: read 512 px at level 0, reduce to 256
-            grid = dataclasses.replace(grid, level=0, read_px=2 * grid.read_px, level_downsample=1.0)
-        rss_before = _peak_rss_mb()
-        started = time.perf_counter()
-        total, checksum = 0, np.zeros(3)
-        for _ in range(repeats):
-            if kind in ("cmu-naive", "big-naive"):
-                count, check = _naive(path, grid, indices)
-            else:
-                count, check = _fast(slide, grid, indices, settings)
-            total += count
-            checksum += check
-        seconds = time.perf_counter() - started
-    return {
-        "kind": kind,
-        "tiles": total,
-        "seconds": round(seconds, 3),
-        "tiles_per_s": round(total / seconds, 1),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
-        "rss_before_reading_mb": round(rss_before, 1),
-        "prepare_s": round(prepare_s, 2),
-        "grid": [int(grid.grid_shape[0]), int(grid.grid_shape[1])],
-        "candidates": int(grid.keep.sum()),
-        "read": f"{round(grid.tile_size_level0)} px at level 0"
-        if kind.endswith("naive")
-        else f"{grid.read_px} px at level {grid.level}",
-        "checksum": checksum.tolist(),
-    }
-
-
-def generate_big(path: Path, width: int, height: int) -> dict:
-    """Write a pyramidal JPEG TIFF repeating a tile-aligned CMU crop; encoded tiles are reused."""
+# ---- the synthetic SVS -------------------------------------------------------------------------------------
+def write_svs(path: Path, width: int, height: int) -> dict:
+    """An Aperio-style pyramidal JPEG TIFF: baseline, thumbnail, then the reduced levels as plain pages."""
     import imagecodecs
     import tifffile
     import tiffslide
     from PIL import Image
 
     started = time.perf_counter()
-    with tiffslide.TiffSlide(CMU) as handle:
-        base = handle.read_region((0, 0), 0, PATTERN, as_array=True)
+    with tiffslide.TiffSlide(DEMO_SLIDE) as handle:
+        crop = handle.read_region((0, 0), 0, PATTERN, as_array=True)
+    strip = np.concatenate([crop, crop[:, ::-1]], axis=1)
+    base = np.concatenate([strip, strip[::-1]], axis=0)  # mirrored: no seams
 
     def tiles(level_w: int, level_h: int, pattern: np.ndarray):
         cache: dict[tuple[int, int], bytes] = {}
         period_h, period_w = pattern.shape[:2]
-        for y in range(0, level_h, 256):
-            for x in range(0, level_w, 256):
+        for y in range(0, level_h, TILE):
+            for x in range(0, level_w, TILE):
                 key = (x % period_w, y % period_h)
                 if key not in cache:
-                    rows = (np.arange(y, y + 256) % period_h)[:, None]
-                    cols = (np.arange(x, x + 256) % period_w)[None, :]
+                    rows = (np.arange(y, y + TILE) % period_h)[:, None]
+                    cols = (np.arange(x, x + TILE) % period_w)[None, :]
                     cache[key] = imagecodecs.jpeg8_encode(pattern[rows, cols], level=85)
                 yield cache[key]
 
-    px_per_cm = 1e4 / BIG_MPP
+    def description(level_w: int, level_h: int) -> str:
+        return (
+            f"Aperio Image Library v12.0.0\r\n{width}x{height} [0,0 {width}x{height}] ({TILE}x{TILE}) "
+            f"-> {level_w}x{level_h} JPEG/RGB Q=85|AppMag = 20|MPP = {MPP}"
+        )
+
     with tifffile.TiffWriter(path, bigtiff=True) as writer:
-        for index, downsample in enumerate(BIG_LEVELS):
+        for index, downsample in enumerate(LEVELS):
             level_w, level_h = -(-width // downsample), -(-height // downsample)
             pattern = np.asarray(Image.fromarray(base).reduce(downsample)) if downsample > 1 else base
             writer.write(
                 tiles(level_w, level_h, pattern),
                 shape=(level_h, level_w, 3),
                 dtype=np.uint8,
-                tile=(256, 256),
+                tile=(TILE, TILE),
                 compression="jpeg",
                 photometric="ycbcr",
                 subsampling=(2, 2),
-                subifds=len(BIG_LEVELS) - 1 if index == 0 else None,
-                subfiletype=1 if index else 0,
-                resolution=(px_per_cm / downsample, px_per_cm / downsample),
-                resolutionunit="CENTIMETER",
+                description=description(level_w, level_h),
                 metadata=None,
             )
+            if index == 0:  # the thumbnail page of an SVS
+                thumb = np.asarray(Image.fromarray(base).reduce(8))
+                writer.write(thumb, photometric="rgb", compression="jpeg", metadata=None, description="thumb")
     return {"seconds": round(time.perf_counter() - started, 1), "bytes": path.stat().st_size}
 
 
-def _run_worker(kind: str, path: Path, repeats: int, max_tiles: int) -> dict:
-    command = [sys.executable, __file__, "--worker", kind, "--path", str(path), "--repeats", str(repeats)]
-    command += ["--big-tiles", str(max_tiles)]
+# ---- the reference's tiling algorithm (re-implemented from its description) --------------------------------
+def _reference_mask(rgb: np.ndarray) -> np.ndarray:
+    """Tissue: saturation above its Otsu threshold, not bright in all channels, every channel above 50."""
+    from skimage.color import rgb2hsv
+    from skimage.filters import threshold_otsu
+
+    saturation = rgb2hsv(rgb)[..., 1]
+    bright = np.ones(rgb.shape[:2], dtype=bool)
+    for channel in range(3):
+        bright &= rgb[..., channel] > threshold_otsu(rgb[..., channel])
+    return (saturation > threshold_otsu(saturation)) & ~bright & (rgb > 50).all(axis=2)
+
+
+def reference_tiling(path: Path, cap: int) -> dict:
+    import tiffslide
+    from scipy import ndimage
+    from skimage.exposure import is_low_contrast
+
+    started = time.perf_counter()
+    slide = tiffslide.TiffSlide(path)
+    lowest = slide.level_count - 1
+    picture = np.asarray(slide.read_region((0, 0), lowest, slide.level_dimensions[lowest]).convert("RGB"))
+    mask = ndimage.binary_dilation(_reference_mask(picture), iterations=3)
+    mask = ndimage.binary_erosion(mask, iterations=3)
+    width, height = slide.dimensions
+    ratio_x, ratio_y = width / mask.shape[1], height / mask.shape[0]
+    step = int(TILE * float(slide.properties.get("aperio.AppMag") or 20) / 20)
+    positions = [(x, y) for x in range(0, width, step) for y in range(0, height, step)]
+    np.random.seed(5)
+    np.random.shuffle(positions)
+    loop_started, loop_cpu = time.perf_counter(), time.process_time()
+    kept = checked = 0
+    for x, y in positions:
+        if mask[int(y / ratio_y), int(x / ratio_x)]:
+            patch = slide.read_region((x, y), 0, (step, step)).convert("RGB")
+            checked += 1
+            try:
+                tile_mask = ndimage.binary_dilation(_reference_mask(np.asarray(patch)), iterations=3)
+            except ValueError:  # Otsu of a constant channel: no tissue
+                continue
+            if tile_mask.sum() > 0.2 * tile_mask.size and not is_low_contrast(patch):
+                if step != TILE:
+                    patch = patch.resize((TILE, TILE))
+                kept += 1
+        if kept >= cap:
+            break
+    done, cpu = time.perf_counter(), time.process_time() - loop_cpu
+    slide.close()
+    return {
+        "loop_s": done - loop_started,
+        "cpu_s": cpu,
+        "whole_s": done - started,
+        "checked": checked,
+        "kept": kept,
+    }
+
+
+# ---- ours and the decode bound -----------------------------------------------------------------------------
+def ours_tiling(path: Path, order_name: str, cap: int) -> dict:
+    from sequoia_clinic.features import check_order, reference_lattice_shape
+    from sequoia_clinic.settings import Settings, TileOrder
+    from sequoia_clinic.slides import TileSelection, build_tile_grid, compute_tissue_mask, open_slide
+
+    settings = Settings()
+    started = time.perf_counter()
+    with open_slide(path) as slide:
+        grid = build_tile_grid(slide, compute_tissue_mask(slide, settings.tissue), settings.tiles)
+        shape = reference_lattice_shape(grid.level_size, grid.read_px)
+        order = check_order(TileOrder(order_name), grid.kept_indices, grid.grid_shape, shape, 99)
+        loop_started, loop_cpu = time.perf_counter(), time.process_time()
+        selection = TileSelection(slide, grid, order, cap, settings.tiles)
+        for _ in selection.chunks():
+            pass
+        result = selection.result()
+        done, cpu = time.perf_counter(), time.process_time() - loop_cpu
+    assert result.checked is not None
+    return {
+        "loop_s": done - loop_started,
+        "cpu_s": cpu,
+        "whole_s": done - started,
+        "checked": int(result.checked.sum()),
+        "kept": int((result.keep & result.checked).sum()),
+        "candidates": int(grid.keep.sum()),
+        "stored_decodes": selection.native_decodes,
+    }
+
+
+def raw_decode(path: Path, limit: int, candidates_only: bool) -> dict:
+    """Single-thread imagecodecs decoding of level-0 stored tiles whose bytes were read beforehand.
+
+    ``candidates_only``: the stored tiles under our tile candidates (the tiles selection decodes), the
+    first ``limit`` in the reference check order; else ``limit`` stored tiles spread evenly over the level
+    (background included, which decodes faster).
+    """
+    import imagecodecs
+    import tifffile
+
+    from sequoia_clinic.features import check_order, reference_lattice_shape
+    from sequoia_clinic.settings import Settings, TileOrder
+    from sequoia_clinic.slides import build_tile_grid, compute_tissue_mask, open_slide
+
+    with tifffile.TiffFile(path) as tiff:
+        page = tiff.pages[0]
+        columns = -(-int(page.imagewidth) // int(page.tilewidth))
+        if candidates_only:
+            settings = Settings()
+            with open_slide(path) as slide:
+                grid = build_tile_grid(slide, compute_tissue_mask(slide, settings.tissue), settings.tiles)
+            shape = reference_lattice_shape(grid.level_size, grid.read_px)
+            order = check_order(TileOrder.REFERENCE, grid.kept_indices, grid.grid_shape, shape, 99)[:limit]
+            tile_w, tile_h = int(page.tilewidth), int(page.tilelength)
+            picks = sorted(
+                {
+                    (y // tile_h) * columns + x // tile_w
+                    for x0, y0 in grid.level_coords()[order]
+                    for x in range(int(x0), int(x0) + grid.read_px, tile_w)
+                    for y in range(int(y0), int(y0) + grid.read_px, tile_h)
+                }
+            )
+        else:
+            count = len(page.dataoffsets)
+            picks = np.unique(np.linspace(0, count - 1, min(limit, count)).astype(int)).tolist()
+        with open(path, "rb") as handle:
+            blobs = []
+            for index in picks:
+                handle.seek(int(page.dataoffsets[index]))
+                blobs.append(handle.read(int(page.databytecounts[index])))
+    started, cpu = time.perf_counter(), time.process_time()
+    for blob in blobs:
+        imagecodecs.jpeg8_decode(blob)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"loop_s": seconds, "cpu_s": cpu, "whole_s": seconds, "checked": len(blobs), "kept": 0}
+
+
+# ---- the tile reader alone on the demo slide (reader vs one read_region per tile) --------------------------
+def reader_pass(kind: str, repeats: int) -> dict:
+    import tiffslide
+
+    from sequoia_clinic.settings import Settings
+    from sequoia_clinic.slides import build_tile_grid, compute_tissue_mask, iter_tile_batches, open_slide
+
+    settings = Settings()
+    with open_slide(DEMO_SLIDE) as slide:
+        grid = build_tile_grid(slide, compute_tissue_mask(slide, settings.tissue), settings.tiles)
+        indices = np.arange(grid.n_tiles)
+        started, cpu = time.perf_counter(), time.process_time()
+        checksum = 0
+        for _ in range(repeats):
+            if kind == "reader":
+                for batch in iter_tile_batches(slide, grid, indices, settings.tiles):
+                    checksum += int(batch.pixels[:, ::64, ::64].sum())
+            else:
+                with tiffslide.TiffSlide(DEMO_SLIDE) as handle:
+                    for x, y in grid.coords:
+                        region = handle.read_region((int(x), int(y)), 0, (TILE, TILE), as_array=True)
+                        checksum += int(region[::64, ::64].sum())
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "loop_s": seconds,
+        "cpu_s": cpu,
+        "whole_s": seconds,
+        "checked": repeats * grid.n_tiles,
+        "kept": checksum,
+    }
+
+
+def worker(kind: str, path: Path, cap: int, limit: int) -> dict:
+    if kind.startswith("decode-"):
+        out = raw_decode(path, limit, kind == "decode-candidates")
+    elif kind == "reference":
+        out = reference_tiling(path, cap)
+    elif kind.startswith("ours-"):
+        out = ours_tiling(path, kind.removeprefix("ours-"), cap)
+    else:
+        out = reader_pass(kind, limit)
+    return {**out, "kind": kind, "peak_rss_mb": round(_peak_rss_mb(), 1)}
+
+
+def _run(kind: str, path: Path, cap: int, limit: int) -> dict:
+    command = [sys.executable, __file__, "--worker", kind, "--path", str(path), "--cap", str(cap)]
+    command += ["--decode-tiles", str(limit)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
-def _line(result: dict) -> str:
+def _median(runs: list[dict]) -> dict:
+    """The run with the median loop time (its own counts and RSS), plus the spread of loop and whole times."""
+    ordered = sorted(runs, key=lambda r: r["loop_s"])
+    middle = dict(ordered[len(ordered) // 2])
+    middle["loop_range"] = (ordered[0]["loop_s"], ordered[-1]["loop_s"])
+    middle["whole_s"] = statistics.median(r["whole_s"] for r in runs)
+    return middle
+
+
+def _line(label: str, r: dict) -> str:
+    rate = r["checked"] / r["loop_s"]
     return (
-        f"  {result['kind']:<13} {result['tiles']:>6} tiles  {result['seconds']:>7.2f} s  "
-        f"{result['tiles_per_s']:>7.1f} tiles/s  peak RSS {result['peak_rss_mb']:>6.0f} MB  "
-        f"(grid {result['grid'][0]}x{result['grid'][1]}, {result['candidates']} candidates, {result['read']}, "
-        f"mask+grid {result['prepare_s']} s)"
+        f"  {label:<16} {r['whole_s']:>8.2f} s whole  {r['loop_s']:>8.2f} s loop  {r['checked']:>6} checked "
+        f"{r['kept']:>6} kept  {rate:>7.0f} /s  {1e3 * r['loop_s'] / r['checked']:>6.3f} ms each "
+        f"({1e3 * r['cpu_s'] / r['checked']:.3f} ms CPU)  peak RSS {r['peak_rss_mb']:>5.0f} MB"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=50, help="passes over the CMU grid per method")
-    parser.add_argument("--big-width", type=int, default=60000)
-    parser.add_argument("--big-height", type=int, default=40000)
-    parser.add_argument("--big-tiles", type=int, default=4000, help="cap for the slower big-slide runs")
+    parser.add_argument("--sizes", default="10000x10000,40000x30000", help="slide sizes, WIDTHxHEIGHT,...")
+    parser.add_argument("--cap", type=int, default=4000, help="tiles kept per slide (SEQUOIA: 4000)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians are reported")
+    parser.add_argument("--decode-tiles", type=int, default=6000, help="stored tiles in the decode bound")
+    parser.add_argument("--reader-repeats", type=int, default=20, help="passes over the demo slide")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, Path(args.path), args.repeats, args.big_tiles)))
+        print(json.dumps(worker(args.worker, Path(args.path), args.cap, args.decode_tiles)))
         return
 
-    print(f"CMU-1-Small-Region.svs, every 20x grid tile, {args.repeats} passes per method:")
-    fast = _run_worker("cmu-fast", CMU, args.repeats, args.big_tiles)
-    naive = _run_worker("cmu-naive", CMU, args.repeats, args.big_tiles)
-    if not np.allclose(fast["checksum"], naive["checksum"]):
-        raise SystemExit("fast and naive readers returned different pixels")
-    print(_line(fast))
-    print(_line(naive))
-
+    kinds = ("decode-all", "decode-candidates", "ours-reference", "ours-grid", "reference")
+    summary = []
     with tempfile.TemporaryDirectory(prefix="sequoia-bench-") as folder:
-        big = Path(folder) / "big_40x.tif"
-        made = generate_big(big, args.big_width, args.big_height)
-        print(
-            f"Generated {args.big_width} x {args.big_height} px JPEG TIFF at {BIG_MPP} um/px, levels "
-            f"{BIG_LEVELS}: {made['bytes'] / 1e9:.2f} GB in {made['seconds']} s. One pass over all candidate "
-            f"tiles (fast), the first {args.big_tiles} (resample) and the first {min(args.big_tiles, 1000)} "
-            "(naive, 512 px read at level 0 and resized):"
-        )
-        print(_line(_run_worker("big-fast", big, 1, 10**9)))
-        print(_line(_run_worker("big-resample", big, 1, args.big_tiles)))
-        print(_line(_run_worker("big-naive", big, 1, min(args.big_tiles, 1000))))
+        for size in args.sizes.split(","):
+            width, height = (int(v) for v in size.lower().split("x"))
+            path = Path(folder) / f"synthetic-{width}x{height}.svs"
+            made = write_svs(path, width, height)
+            print(
+                f"{width} x {height} px synthetic SVS (demo-slide pixels, {TILE} px JPEG tiles, levels {LEVELS}): "
+                f"{made['bytes'] / 1e6:.0f} MB in {made['seconds']} s; cap {args.cap} tiles, {args.rounds} round(s)"
+            )
+            runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+            for _ in range(args.rounds):
+                for kind in kinds:
+                    runs[kind].append(_run(kind, path, args.cap, args.decode_tiles))
+            result = {kind: _median(r) for kind, r in runs.items()}
+            labels = {
+                "decode-all": "decode, any tile",
+                "decode-candidates": "decode, candidates",
+                "ours-reference": "ours (reference)",
+                "ours-grid": "ours (grid)",
+                "reference": "reference",
+            }
+            for kind in kinds:
+                print(_line(labels[kind], result[kind]))
+            ref, decode = result["reference"], result["decode-candidates"]
+            ours = ("ours-reference", "ours-grid")
+            per_tile = {
+                k: ref["loop_s"] / ref["checked"] / (result[k]["loop_s"] / result[k]["checked"]) for k in ours
+            }
+            whole = {k: ref["whole_s"] / result[k]["whole_s"] for k in ours}
+            decode_rate = decode["checked"] / decode["loop_s"]
+            bound = {k: result[k]["checked"] / result[k]["loop_s"] / decode_rate for k in ours}
+            summary.append((size, per_tile, whole, bound))
 
-    ratio = fast["tiles_per_s"] / naive["tiles_per_s"]
-    print(f"ratio fast/naive tiles per second on CMU-1-Small-Region.svs: {ratio:.2f}x")
+    print(f"Tile reader on the demo slide, every 20x grid tile, {args.reader_repeats} passes:")
+    reader = _run("reader", DEMO_SLIDE, args.cap, args.reader_repeats)
+    naive = _run("naive", DEMO_SLIDE, args.cap, args.reader_repeats)
+    if reader["kept"] != naive["kept"]:
+        raise SystemExit("the reader and read_region returned different pixels")
+    print(_line("reader", reader))
+    print(_line("read_region", naive))
+
+    print(
+        "Ratios (targets: >= 20x per candidate and for the whole slide; >= 50 % of the single-thread raw decode "
+        "rate of the same candidate tiles):"
+    )
+    for size, per_tile, whole, bound in summary:
+        for kind in ("ours-reference", "ours-grid"):
+            print(
+                f"  {size:<12} {kind:<15} per candidate {per_tile[kind]:5.1f}x   whole slide {whole[kind]:5.1f}x   "
+                f"{100 * bound[kind]:4.0f} % of the raw decode rate"
+            )
+    rate = lambda r: r["checked"] / r["loop_s"]  # noqa: E731
+    print(f"  reader / read_region on the demo slide: {rate(reader) / rate(naive):.2f}x")
 
 
 if __name__ == "__main__":

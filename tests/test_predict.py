@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import typer
+from skimage.exposure import is_low_contrast
 
 from sequoia_clinic.pipeline import predict as inference
 from sequoia_clinic.bundles import load_bundle_encoder
@@ -28,7 +29,8 @@ from sequoia_clinic.pipeline.predict import (
     run_prediction,
 )
 from sequoia_clinic.settings import FeatureSettings, Settings
-from sequoia_clinic.slides import open_slide
+from sequoia_clinic.slides import build_tile_grid, compute_tissue_mask, open_slide
+from sequoia_clinic.slides.tissue import saturation
 
 META = ["slide_sha256", "bundle", "bundle_version", "bundle_trained", "tiles_used", "clusters_populated"]
 CMU_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"  # from the data README
@@ -67,24 +69,41 @@ def _capped(max_tiles: int, **settings) -> Settings:
     return Settings(features=FeatureSettings(max_tiles=max_tiles), **settings)
 
 
-def test_tile_cap_samples_with_the_recorded_seed(cmu_svs, demo_bundle, monkeypatch):
-    read_orders, reader = [], inference.iter_tile_batches
+def _grid_order_sample(slide_path, max_tiles: int, seed: int) -> tuple[list[int], list[int]]:
+    """(used tiles in grid order, the candidates checked up to the cap), independently of the pipeline.
 
-    def recording_reader(slide, grid, indices, tile_settings):
-        read_orders.append(np.asarray(indices).copy())
-        return reader(slide, grid, indices, tile_settings)
+    The candidates are checked one by one in a ``random.Random(seed).shuffle`` of the grid-order list, with
+    the per-tile Pillow/skimage check, until ``max_tiles`` passed.
+    """
+    settings = Settings()
+    with open_slide(slide_path) as slide:
+        mask = compute_tissue_mask(slide, settings.tissue)
+        grid = build_tile_grid(slide, mask, settings.tiles)
+        order = grid.kept_indices.tolist()
+        random.Random(seed).shuffle(order)
+        used, checked = [], []
+        for index in order:
+            x, y = grid.coords[index]
+            tile = slide.read_region((int(x), int(y)), grid.level, (grid.read_px,) * 2)
+            checked.append(index)
+            if not is_low_contrast(tile) and (saturation(tile) > grid.mask_threshold).mean() > 0.2:
+                used.append(index)
+                if len(used) == max_tiles:
+                    break
+    return sorted(used), checked
 
-    monkeypatch.setattr(inference, "iter_tile_batches", recording_reader)
+
+def test_tile_cap_stops_at_the_first_passing_tiles_of_the_seeded_order(cmu_svs, demo_bundle):
     result = run_inference(cmu_svs, demo_bundle, _capped(10))
     assert result.max_tiles == 10 and result.sample_seed == 99
-    expected = random.Random(99).sample(result.kept_indices.tolist(), 10)
-    assert result.used_indices.tolist() == expected
+    expected, checked = _grid_order_sample(cmu_svs, 10, 99)
+    assert result.used_indices.tolist() == expected  # grid order: k-means sees them as the grid lists them
+    assert np.flatnonzero(result.grid.checked).tolist() == sorted(checked)  # nothing past the cap is read
+    assert len(checked) < 49  # of the 49 mask candidates (test_cmu_grid_geometry)
     assert result.tile_features.shape == (10, 64)
     native = has_native_bf16(torch.device("cpu"))  # the default "auto": bf16 where the CPU has it
     assert result.settings_used.precision == ("bf16" if native else "fp32")
-    # tiles are read in grid order (the reader's decoded-tile cache), yet row i is still tile used[i]:
-    # compared with an independent read of each tile and a separate encoder call
-    assert read_orders[0].tolist() == sorted(expected)
+    # row i is tile used[i]: compared with an independent read of each tile and a separate encoder call
     grid = result.grid
     corners = grid.level_coords()[result.used_indices]
     with open_slide(cmu_svs) as slide:
@@ -104,7 +123,7 @@ def test_bundle_preprocessing_is_the_default_and_explicit_settings_win(cmu_svs, 
     bundle = dataclasses.replace(demo_bundle, preprocessing=pre)
     result = run_inference(cmu_svs, bundle, Settings())
     assert (result.max_tiles, result.sample_seed) == (7, 5)
-    assert result.used_indices.tolist() == random.Random(5).sample(result.kept_indices.tolist(), 7)
+    assert result.used_indices.tolist() == _grid_order_sample(cmu_svs, 7, 5)[0]
     assert result.settings_used.kmeans_seed == 3
     chosen = resolve_feature_settings(FeatureSettings(max_tiles=12, kmeans_n_init=4), pre)
     assert (chosen.max_tiles, chosen.sample_seed, chosen.kmeans_seed, chosen.kmeans_n_init) == (12, 5, 3, 4)
@@ -122,7 +141,7 @@ def test_an_unusable_cache_costs_a_warning_not_the_run(cmu_svs, demo_bundle, tmp
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
 
-    def disk_full(self, key, arrays, meta):
+    def disk_full(self, key, arrays, meta, weights_sha256):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path(key)))
 
     monkeypatch.setattr(FeatureCache, "save", disk_full)
@@ -130,6 +149,30 @@ def test_an_unusable_cache_costs_a_warning_not_the_run(cmu_svs, demo_bundle, tmp
     note = f"feature cache not written: {os.strerror(errno.ENOSPC)}; the result is unaffected"
     assert note in [w.message for w in full.qc_warnings] and str(tmp_path) not in note
     np.testing.assert_array_equal(full.expression, uncached.expression)
+
+
+def test_cache_hits_verify_the_encoder_and_refuse_bad_entries(cmu_svs, demo_bundle, tmp_path):
+    bundle = dataclasses.replace(demo_bundle, weights_cache=tmp_path / "weights")
+    shutil.copytree(demo_bundle.weights_cache, bundle.weights_cache)
+    settings = _capped(10, cache_dir=tmp_path / "cache")
+    first = run_inference(cmu_svs, bundle, settings)
+    hit = run_inference(cmu_svs, bundle, settings)
+    assert hit.cache_hit and (tmp_path / "cache" / "sha256-memo.json").is_file()  # the hash was memoised
+    # a corrupted entry is a miss with a QC note; the result is the same
+    entry = next((tmp_path / "cache" / "features").glob("*/*.npz"))
+    entry.write_bytes(entry.read_bytes()[:-20])
+    redone = run_inference(cmu_svs, bundle, settings)
+    assert not redone.cache_hit
+    rejected = [w for w in redone.qc_warnings if w.code == "cache-entry-rejected"]
+    assert len(rejected) == 1 and "the features were recomputed" in rejected[0].message
+    np.testing.assert_array_equal(redone.expression, first.expression)
+    # a tampered encoder file is refused on a cache hit too (its identity changed: re-hashed)
+    weights = bundle.file(bundle.encoder_weights)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="encoder weights"):
+        run_inference(cmu_svs, bundle, settings)
 
 
 def test_a_damaged_fold_fails_before_any_tile_is_encoded(cmu_svs, demo_bundle, monkeypatch, tmp_path):

@@ -19,6 +19,7 @@ is a coded :class:`~sequoia_clinic.qc.QCWarning`; the warnings never contain pat
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Iterable, Sequence
@@ -37,6 +38,7 @@ from sequoia_clinic.bundles import (
     load_bundle,
     load_bundle_encoder,
     load_bundle_ensemble,
+    verify_encoder_weights,
 )
 from sequoia_clinic.encoders import ExtractionStats, computes_in_bf16, extract_features, resolve_device
 from sequoia_clinic.errors import NoTissueError, OptionError
@@ -46,22 +48,25 @@ from sequoia_clinic.features import (
     ClusterFeatures,
     FeatureCache,
     cache_key,
+    check_order,
     cluster_features,
-    sample_tiles,
+    kmeans_order,
+    reference_lattice_shape,
+    resolve_tile_order,
 )
-from sequoia_clinic.progress import ProgressLike
+from sequoia_clinic.progress import ProgressLike, reporter
 from sequoia_clinic.qc import QCCode, QCWarning
 from sequoia_clinic.settings import FeatureSettings, Settings
 from sequoia_clinic.slides import (
+    Slide,
     SlideInfo,
     TileGrid,
+    TileSelection,
     TissueMask,
     build_tile_grid,
     compute_tissue_mask,
-    iter_tile_batches,
     open_slide,
     opened_slide_sha256,
-    select_tiles,
 )
 
 DEFAULT_BUNDLE = "sequoia-brca-demo"
@@ -222,6 +227,7 @@ def _tile_key(slide_hash: str, mpp: float | None, bundle: Bundle, settings: Sett
             "precision": precision,
             "max_tiles": settings.features.max_tiles,
             "sample_seed": settings.features.sample_seed,
+            "tile_order": resolve_tile_order(settings.features.tile_order, bundle.preprocessing.tile_order),
         }
     )
 
@@ -236,15 +242,29 @@ def _cluster_params(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _from_cache(cache: FeatureCache | None, key: str, grid: TileGrid, settings: Settings) -> _Features | None:
-    """The cached features for ``key``, or None (no cache, no entry, or an entry that does not fit)."""
-    entry = cache.load(key) if cache is not None else None
-    if entry is None:
-        return None
-    try:
-        return _features_from_entry(entry, grid, settings)
-    except (KeyError, TypeError, ValueError):  # an entry from another layout: recompute
-        return None
+def _from_cache(
+    cache: FeatureCache | None, key: str, grid: TileGrid, settings: Settings, weights_sha256: str
+) -> tuple[_Features | None, QCWarning | None]:
+    """The cached features for ``key`` (or None), and a QC note when a stored entry was refused.
+
+    An entry that is corrupt, fails its checksum, holds non-finite numbers or was made by other encoder
+    weights is never used: the features are recomputed (and the entry rewritten).
+    """
+    if cache is None:
+        return None, None
+    lookup = cache.load(key, weights_sha256)
+    problem = lookup.problem
+    if lookup.entry is not None:
+        try:
+            return _features_from_entry(lookup.entry, grid, settings), None
+        except (KeyError, TypeError, ValueError):  # an entry from another layout: recompute
+            problem = "the entry does not fit this version's layout"
+    if problem is None:
+        return None, None
+    return None, QCWarning(
+        QCCode.CACHE_ENTRY_REJECTED,
+        f"feature cache entry not used ({problem}); the features were recomputed",
+    )
 
 
 def _features_from_entry(entry: CacheEntry, grid: TileGrid, settings: Settings) -> _Features | None:
@@ -286,13 +306,14 @@ def _save_cache(
     feats: _Features,
     clusters: ClusterFeatures,
     settings: Settings,
+    weights_sha256: str,
 ) -> QCWarning | None:
     """Store the entry, best-effort: returns a QC warning instead of failing when it cannot be written."""
     if cache is None:
         return None
     if problem is None:
         try:
-            _write_entry(cache, key, feats, clusters, settings)
+            _write_entry(cache, key, feats, clusters, settings, weights_sha256)
             return None
         except OSError as exc:  # disk full, permissions changed mid-run ...: the result does not depend on it
             problem = exc.strerror or type(exc).__name__
@@ -302,7 +323,12 @@ def _save_cache(
 
 
 def _write_entry(
-    cache: FeatureCache, key: str, feats: _Features, clusters: ClusterFeatures, settings: Settings
+    cache: FeatureCache,
+    key: str,
+    feats: _Features,
+    clusters: ClusterFeatures,
+    settings: Settings,
+    settings_weights_sha256: str,
 ) -> None:
     arrays = {
         "coords": feats.grid.coords,
@@ -319,7 +345,56 @@ def _write_entry(
         "n_populated": clusters.n_populated,
         "cluster_warnings": [[w.code.value, w.message] for w in clusters.warnings],
     }
-    cache.save(key, arrays, meta)
+    cache.save(key, arrays, meta, weights_sha256=settings_weights_sha256)
+
+
+def _input_notes(info: SlideInfo, corrupt_note: QCWarning | None) -> tuple[QCWarning, ...]:
+    """QC notes about the slide's pixels: a converted pixel format, damaged stored tiles."""
+    notes = []
+    if info.pixel_note is not None:
+        notes.append(QCWarning(QCCode.PIXELS_CONVERTED, f"slide pixels converted: {info.pixel_note}"))
+    if corrupt_note is not None:
+        notes.append(corrupt_note)
+    return tuple(notes)
+
+
+def _without_corrupt_tiles(
+    slide: Slide, grid: TileGrid, used: np.ndarray, tile_features: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, QCWarning | None]:
+    """Leave out the used tiles that overlap a stored tile that could not be decoded (read as white).
+
+    The slide refuses itself past its allowance of damaged tiles; below it the prediction goes on without
+    the tiles over them, and says how many stored tiles were damaged.
+    """
+    corrupt = slide.corrupt_tiles(grid.level)
+    if not corrupt:
+        return used, tile_features, None
+    tile_w, tile_h = slide.native_tile_size(grid.level)
+    read = grid.read_px
+    corners = grid.level_coords()[np.asarray(used, dtype=np.int64)]
+    keep = np.array(
+        [
+            not any(
+                (col, row) in corrupt
+                for row in range(max(int(y), 0) // tile_h, -(-(int(y) + read) // tile_h))
+                for col in range(max(int(x), 0) // tile_w, -(-(int(x) + read) // tile_w))
+            )
+            for x, y in corners
+        ],
+        dtype=bool,
+    )
+    if not keep.any():
+        raise NoTissueError(
+            "every usable tile overlaps a stored tile that cannot be decoded",
+            slide.path,
+            "The file is damaged; copy or export the slide again.",
+        )
+    note = QCWarning(
+        QCCode.CORRUPT_TILES,
+        f"{slide.corrupt_tile_count} stored tile(s) of the slide could not be decoded; "
+        f"{int((~keep).sum())} tile(s) over them were left out",
+    )
+    return np.asarray(used)[keep], np.asarray(tile_features)[keep], note
 
 
 def _qc_warnings(
@@ -365,33 +440,57 @@ def _encode(
     progress: ProgressLike,
     timings: dict[str, float],
 ) -> tuple[TileGrid, np.ndarray, np.ndarray, ExtractionStats, str]:
-    """Select, sample, embed: (grid with keep flags, used indices, features, stats, precision)."""
-    t0 = time.perf_counter()
-    grid = select_tiles(slide, grid, settings.tiles)
-    kept = grid.kept_indices
-    if len(kept) < settings.features.min_tiles:
+    """Select and embed: (grid with keep flags, used indices in k-means order, features, stats, precision).
+
+    Candidates are checked in the tile order's check order until ``max_tiles`` pass (``features/sampling``),
+    and the tiles that pass go to the encoder as they are found: the pixels decoded for the check are the
+    ones encoded, so each used tile is decoded once, and the next chunk is read and checked while one is
+    encoded. The encoder is loaded when the first tile passes. Feature rows follow the returned indices.
+    """
+    f = settings.features
+    if f.max_tiles is None or f.sample_seed is None:
+        raise RuntimeError("the feature settings were not resolved against the bundle")
+    order = resolve_tile_order(f.tile_order, bundle.preprocessing.tile_order)
+    reference = reference_lattice_shape(grid.level_size, grid.read_px)
+    sequence = check_order(order, grid.kept_indices, grid.grid_shape, reference, f.sample_seed)
+    tiles = dataclasses.replace(settings.tiles, batch_size=settings.encoder_batch_size)
+    selection = TileSelection(slide, grid, sequence, f.max_tiles, tiles)
+    report = reporter(progress)
+    report.start("encoding tiles", min(f.max_tiles, sequence.size))
+    encoder, indices, features = None, [], []
+    start = time.perf_counter()
+    with contextlib.closing(selection.chunks()) as chunks:  # on an error, its reading stops before we return
+        for chunk in chunks:
+            if encoder is None:
+                t0 = time.perf_counter()
+                encoder = load_bundle_encoder(bundle, device, settings)
+                timings["load_encoder"] = time.perf_counter() - t0
+            batches: Iterable = chunk.batches(tiles.batch_size)
+            rows, _ = extract_features(
+                encoder, batches, chunk.indices, queue_size=settings.models.loader_queue
+            )
+            indices.append(chunk.indices)
+            features.append(rows)
+            report.advance(len(chunk.indices))
+    report.finish()
+    grid = selection.result()  # NoTissueError when no tile passed
+    seconds = time.perf_counter() - start - timings.get("load_encoder", 0.0)
+    timings["select_tiles"] = selection.seconds  # reading and checking, overlapping with "encode"
+    found = np.concatenate(indices)
+    if len(found) < f.min_tiles:
         raise NoTissueError(
-            f"only {len(kept)} tiles hold tissue; at least {settings.features.min_tiles} are required",
+            f"only {len(found)} tiles hold tissue; at least {f.min_tiles} are required",
             slide.path,
             fix="Check the slide and its pixel size (--mpp), or lower the minimum.",
         )
-    used = sample_tiles(kept, settings.features.max_tiles, settings.features.sample_seed)
-    timings["select_tiles"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    encoder = load_bundle_encoder(bundle, device, settings)
-    timings["load_encoder"] = time.perf_counter() - t0
-
-    read = dataclasses.replace(settings.tiles, batch_size=settings.encoder_batch_size)
-    # Read in grid (storage) order, so neighbouring tiles reuse the reader's decoded stored tiles; the
-    # feature rows still follow ``used`` (sample order), which keeps the k-means input, and so the result,
-    # exactly as before.
-    batches: Iterable = iter_tile_batches(slide, grid, np.sort(used), read)
-    features, stats = extract_features(
-        encoder, batches, used, queue_size=settings.models.loader_queue, progress=progress
-    )
-    timings["encode"] = stats.seconds
-    return grid, used, features, stats, _precision(encoder.uses_bf16)
+    used = kmeans_order(order, found, grid.coords)
+    row_of = {int(i): r for r, i in enumerate(found)}
+    tile_features = np.concatenate(features)[[row_of[int(i)] for i in used]]
+    stats = ExtractionStats(len(used), seconds, len(used) / seconds if seconds > 0 else float("inf"))
+    timings["encode"] = seconds
+    if encoder is None:  # cannot happen: result() raised unless a tile passed
+        raise RuntimeError("tiles passed the pixel check but none was encoded")
+    return grid, used, tile_features, stats, _precision(encoder.uses_bf16)
 
 
 def _precision(bf16: bool) -> str:
@@ -400,7 +499,7 @@ def _precision(bf16: bool) -> str:
 
 def load_folds(bundle: Bundle, settings: Settings) -> FoldEnsemble:
     """The bundle's aggregator folds on the settings' device, each verified against the manifest first."""
-    return load_bundle_ensemble(bundle, resolve_device(settings.device))
+    return load_bundle_ensemble(bundle, resolve_device(settings.device), settings)
 
 
 def predict_slide(request: PredictRequest, settings: Settings, progress: ProgressLike = None) -> Prediction:
@@ -415,7 +514,7 @@ def check_genes(genes: Sequence[str], bundle: Bundle) -> None:
     """Refuse an empty gene list or genes the bundle does not predict (one line, the first few named)."""
     if not genes:
         raise OptionError(
-            "--genes is empty", fix="Pass gene symbols separated by commas, e.g. --genes ESR1,ERBB2."
+            "no gene given", fix="Pass gene symbols separated by commas, e.g. ESR1,ERBB2.", option="genes"
         )
     known = set(bundle.genes)
     unknown = [g for g in genes if g not in known]
@@ -424,6 +523,7 @@ def check_genes(genes: Sequence[str], bundle: Bundle) -> None:
         raise OptionError(
             f"gene(s) not predicted by bundle '{bundle.name}': {shown}",
             fix="Use HGNC symbols from the bundle's genes.csv.",
+            option="genes",
         )
 
 
@@ -450,6 +550,7 @@ def run_prediction(
     mpp = request.mpp
 
     thumbnail = None
+    corrupt_note: QCWarning | None = None
     with open_slide(slide_path, mpp=mpp) as slide:
         t0 = time.perf_counter()
         slide_hash = opened_slide_sha256(slide)
@@ -460,13 +561,16 @@ def run_prediction(
         grid = build_tile_grid(slide, mask, settings.tiles)
         timings["tissue_and_grid"] = time.perf_counter() - t0
         key = _tile_key(slide_hash, mpp, bundle, settings, precision)
-        feats = _from_cache(cache, key, grid, settings)
+        feats, cache_read_note = _from_cache(cache, key, grid, settings, bundle.encoder_weights.sha256)
+        if feats is not None:  # a cache hit never skips checking the encoder weights (memoised hash)
+            verify_encoder_weights(bundle, settings)
         if feats is None:
             grid, used, tile_features, stats, actual = _encode(
                 slide, grid, bundle, settings, device, progress, timings
             )
             if actual != precision:  # cannot happen while both use computes_in_bf16; never mislabel
                 precision, key = actual, _tile_key(slide_hash, mpp, bundle, settings, actual)
+            used, tile_features, corrupt_note = _without_corrupt_tiles(slide, grid, used, tile_features)
             feats = _Features(grid, used, tile_features, None, stats, False)
         if request.thumbnail_px is not None:
             t0 = time.perf_counter()
@@ -475,13 +579,16 @@ def run_prediction(
 
     t0 = time.perf_counter()
     clusters = feats.clusters
-    cache_note = None
+    cache_note = cache_read_note
     if clusters is None:
         f = settings.features
         clusters = cluster_features(
             feats.tile_features, f.n_clusters, f.kmeans_seed, f.kmeans_n_init, f.empty_row_fill
         )
-        cache_note = _save_cache(cache, cache_problem, key, feats, clusters, settings)
+        cache_note = (
+            _save_cache(cache, cache_problem, key, feats, clusters, settings, bundle.encoder_weights.sha256)
+            or cache_note
+        )
     timings["cluster"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -502,7 +609,8 @@ def run_prediction(
         used_indices=np.asarray(feats.used, dtype=np.int64),
         tile_features=feats.tile_features,
         clusters=clusters,
-        qc_warnings=_qc_warnings(bundle, info, feats.grid, clusters, cache_note),
+        qc_warnings=_qc_warnings(bundle, info, feats.grid, clusters, cache_note)
+        + _input_notes(info, corrupt_note),
         genes=bundle.genes,
         expression=mean[0],
         per_fold=per_fold[:, 0, :],

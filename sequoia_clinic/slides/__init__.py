@@ -12,7 +12,7 @@ from sequoia_clinic.slides.grid import TileGrid
 from sequoia_clinic.slides.opening import open_slide, opened_slide_sha256, slide_files, slide_sha256
 from sequoia_clinic.slides.overlay import render_overlay
 from sequoia_clinic.slides.tile_reader import TileBatch, iter_tile_batches
-from sequoia_clinic.slides.tiling import build_tile_grid, choose_read_level, select_tiles
+from sequoia_clinic.slides.tiling import TileSelection, build_tile_grid, choose_read_level, select_tiles
 from sequoia_clinic.slides.tissue import TissueMask, compute_tissue_mask
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "SlideMetadata",
     "TileBatch",
     "TileGrid",
+    "TileSelection",
     "TissueMask",
     "build_tile_grid",
     "choose_read_level",

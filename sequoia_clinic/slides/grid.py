@@ -1,7 +1,9 @@
 """The tile grid record: where each tile of a slide lies at the target resolution and whether it is kept.
 
 :mod:`sequoia_clinic.slides.tiling` builds it and applies the keep decision; the tile reader
-(:mod:`sequoia_clinic.slides.tile_reader`) and the overlay only read it.
+(:mod:`sequoia_clinic.slides.tile_reader`) and the overlay only read it. After a selection that stopped at
+the tile cap, ``keep`` marks the checked tiles that passed and the candidates never checked; ``checked``
+says which were checked (so ``keep & checked`` are the tiles known to pass).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class TileGrid:
     read_px: int  # pixels read at that level per tile side (== tile_px when no resampling)
     tile_px: int  # pixels per side of the delivered tiles
     tissue_fraction: np.ndarray  # (N,) float, tissue-mask share under each tile
-    keep: np.ndarray  # (N,) bool: mask candidates; after select_tiles, tiles that also pass the pixel check
+    keep: np.ndarray  # (N,) bool: mask candidates; after select_tiles, those not rejected by the pixel check
     grid_shape: tuple[int, int]  # (rows, columns) of the lattice; coords[i] is row i // cols, col i % cols
     target_mpp: float
     level_mpp: float  # um/px of the read level
@@ -29,7 +31,9 @@ class TileGrid:
     mpp: tuple[float, float]  # slide mpp at level 0
     mpp_source: str
     mask_threshold: float  # the saturation threshold of the tissue mask (used by the pixel check)
+    level_size: tuple[int, int]  # (width, height) of the read level, in its pixels
     pixel_checked: bool = False  # True once select_tiles has applied the blank / low-contrast check
+    checked: np.ndarray | None = None  # (N,) bool: tiles whose pixels were checked (None: not recorded)
 
     @property
     def n_tiles(self) -> int:

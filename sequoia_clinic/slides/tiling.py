@@ -15,18 +15,39 @@ Keep decision, in two steps as in the SEQUOIA preprocessing (a coarse candidate 
 the real test on the tile's own pixels):
 1. ``build_tile_grid``: the tissue-mask share under the tile (exact area-weighted average of the 8 um/px
    mask) must exceed ``min_mask_fraction`` (SEQUOIA: the mask at the tile's corner).
-2. ``select_tiles`` reads the candidates at 20x and keeps a tile when more than ``min_tissue_fraction`` of its
-   pixels are tissue (saturation above the slide's mask threshold; SEQUOIA: > 20 % after re-masking the tile)
-   and, with ``reject_low_contrast``, skimage's ``is_low_contrast`` is false (as SEQUOIA). SEQUOIA re-masks
-   each tile with its own Otsu threshold, which makes its 20 % relative (a blank tile still splits in two);
-   we use the slide's threshold instead so that the 20 % means tissue.
+2. The pixel check (:func:`passes_pixel_check`) keeps a tile when more than ``min_tissue_fraction`` of its
+   pixels are tissue (Pillow HSV saturation above the slide's mask threshold; SEQUOIA: > 20 % after
+   re-masking the tile) and, with ``reject_low_contrast``, skimage's ``is_low_contrast`` is false (as
+   SEQUOIA). SEQUOIA re-masks each tile with its own Otsu threshold, which makes its 20 % relative (a blank
+   tile still splits in two); we use the slide's threshold instead so that the 20 % means tissue.
 The decisive test runs on full-resolution pixels, so an SVS and its DICOM conversion (identical level 0,
 lossy lower levels) get the same kept tiles even though their low-resolution masks differ slightly.
+
+The pixel check is vectorised over a batch of uint8 tiles and gives the same decisions as the per-tile
+Pillow/skimage code (:func:`tile_passes_pixel_check`), without a float colour conversion: the saturation
+test is integer arithmetic (Pillow's saturation is ``trunc(float32((max - min) / max) * 255)``, so it reaches
+an integer t exactly when ``255 (max - min) >= t max`` for every colour but black; that rule is checked
+against a table made by Pillow itself, ties included, and ties are looked up in it should a Pillow version
+round one down), and the contrast test decides from bounds on an integer luminance whenever they settle it,
+calling skimage only for the rare tile they do not (see :func:`_low_contrast`).
+
+:class:`TileSelection` checks candidate tiles in a given order and stops once ``max_keep`` passed; the
+pixels of the tiles that pass are handed on as they are found (the encoder's input), so a used tile is
+decoded once. Decoding (the tile reader's thread pool) and checking overlap: each batch is checked while
+the next one is decoded, and the next chunk is selected while the caller handles one. Each round of
+candidates is read in grid order so that neighbouring tiles share decoded stored tiles.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import time
+from collections import deque
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from skimage.exposure import is_low_contrast
@@ -35,7 +56,7 @@ from sequoia_clinic.errors import NoTissueError, SlideFormatError
 from sequoia_clinic.settings import TileSettings
 from sequoia_clinic.slides.base import Slide, level_to_level0
 from sequoia_clinic.slides.grid import TileGrid
-from sequoia_clinic.slides.tile_reader import iter_tile_batches
+from sequoia_clinic.slides.tile_reader import TileBatch, TileReader
 from sequoia_clinic.slides.tissue import TissueMask, saturation
 
 _FIX_NO_TILES = "Check that the slide holds stained tissue and that its pixel size (mpp) is right."
@@ -123,32 +144,339 @@ def build_tile_grid(slide: Slide, mask: TissueMask, settings: TileSettings) -> T
         mpp=info.mpp,
         mpp_source=info.mpp_source,
         mask_threshold=mask.threshold,
+        level_size=(level_w, level_h),
     )
 
 
-def pixel_tissue_fraction(tile: np.ndarray, mask_threshold: float) -> float:
-    """Share of a tile's pixels whose HSV saturation is above the slide's tissue threshold."""
-    return float((saturation(tile) > mask_threshold).mean())
+# ---- the pixel check -------------------------------------------------------------------------------------
+# Luminance as skimage's rgb2gray (0.2125 R + 0.7154 G + 0.0721 B) scaled to 0..65025, in integers:
+# 54 R + 183 G + 18 B differs from 65025 * gray by 0.1875 R - 0.573 G + 0.3855 B, at most 146.2 either way.
+_LUMA = (54, 183, 18)
+_LUMA_ERROR = 146.2
+_LUMA_FULL = 65025  # 255 * 255: luminance 1.0
+_CONTRAST_RANGE = 0.1  # skimage: low contrast when (p99 - p1) / (1 - (-1)) < 0.05, i.e. p99 - p1 < 0.1
+# Key spreads settling the test (see _low_contrast): 6209 + 2 * 146.2 < 6502.5 < 6800 - 2 * 146.2.
+_NARROW = 6209  # max - min of the key at most this: surely low contrast
+_GAP = 6800  # this many keys between 1 % of the pixels and another 1 %: surely not low contrast
+_CHECK_BLOCK = 8  # tiles checked together (about 0.5 MB of planes: cache-sized, measured fastest)
 
 
 def tile_passes_pixel_check(tile: np.ndarray, mask_threshold: float, settings: TileSettings) -> bool:
     """False for a blank tile (too few saturated pixels) or a low-contrast one (skimage, as SEQUOIA)."""
-    if settings.reject_low_contrast and is_low_contrast(tile):
-        return False
-    return pixel_tissue_fraction(tile, mask_threshold) > settings.min_tissue_fraction
+    return bool(passes_pixel_check(tile[None], mask_threshold, settings)[0])
 
 
-def select_tiles(slide: Slide, grid: TileGrid, settings: TileSettings) -> TileGrid:
-    """Read the kept tiles and also drop blank / low-contrast ones; raises NoTissueError if none is left."""
-    keep = grid.keep.copy()
-    for batch in iter_tile_batches(slide, grid, grid.kept_indices, settings):
-        for index, tile in zip(batch.indices, batch.pixels, strict=True):
-            keep[index] = tile_passes_pixel_check(tile, grid.mask_threshold, settings)
-    if not keep.any():
-        raise NoTissueError(
-            f"no tile at {grid.target_mpp} um/px holds enough tissue "
-            f"({grid.n_tiles} tiles, {int(grid.keep.sum())} passed the tissue mask)",
-            slide.path,
-            _FIX_NO_TILES,
+@functools.cache
+def _saturation_table() -> np.ndarray:
+    """(256, 256) uint8: Pillow's HSV saturation of a pixel whose channel maximum is i and minimum j <= i."""
+    high, low = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    low = np.minimum(low, high)  # entries with j > i are never looked up
+    return saturation(np.stack([high, low, low], axis=-1).astype(np.uint8))
+
+
+@functools.cache
+def _ties_round_up(least: int) -> bool:
+    """Whether "saturation >= least" is exactly ``255 (max - min) >= least * max`` for every colour but black.
+
+    Pillow computes ``trunc(float32((max - min) / max) * 255)``: where the two sides differ the integer test
+    is exact; where they are equal, float rounding decides. This checks the whole table once per threshold.
+    """
+    high, low = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    valid = (low <= high) & (high > 0)
+    rule = 255 * (high - low) >= least * high
+    return bool(np.array_equal(rule[valid], (_saturation_table() >= least)[valid]))
+
+
+def _count_true(flags: np.ndarray) -> np.ndarray:
+    """Per row, the number of True entries of a C-contiguous (n, P) bool array."""
+    n, size = flags.shape
+    if size % 128 == 0:  # add 16 blocks of 8-byte words: each byte then counts at most 16 ones, no carries
+        words = flags.view(np.uint64).reshape(n, 16, -1).sum(axis=1)
+        return words.view(np.uint8).reshape(n, -1).sum(axis=1, dtype=np.int64)
+    return flags.view(np.uint8).sum(axis=1, dtype=np.uint32).astype(np.int64)
+
+
+def _saturated_counts(high: np.ndarray, low: np.ndarray, threshold: float) -> np.ndarray:
+    """Per tile, the pixels whose Pillow saturation exceeds ``threshold``; ``high``/``low``: (n, P) channel max/min.
+
+    An integer saturation exceeds ``threshold`` when it is at least ``least = floor(threshold) + 1``, that is
+    when ``255 (max - min) >= least * max`` (:func:`_ties_round_up`; black pixels, 0 >= 0, have saturation
+    0 and are taken off). Should a Pillow version round some tie down, every tie is looked up in the table.
+    """
+    n, size = high.shape
+    least = math.floor(threshold) + 1  # an integer saturation exceeds threshold iff it is >= this
+    if least <= 0:
+        return np.full(n, size, dtype=np.int64)
+    if least > 255:
+        return np.zeros(n, dtype=np.int64)
+    spread = np.subtract(high, low).astype(np.uint16)
+    spread *= 255
+    bound = high.astype(np.uint16)
+    bound *= least
+    if not _ties_round_up(least):
+        above = spread > bound
+        ties = np.nonzero(spread == bound)
+        above[ties] = _saturation_table()[high[ties], low[ties]] >= least
+        return _count_true(above)
+    counts = _count_true(spread >= bound)
+    for k in np.flatnonzero(high.min(axis=1) == 0):  # black pixels passed 0 >= 0
+        counts[k] -= np.count_nonzero(high[k] == 0)
+    return counts
+
+
+def _low_contrast(planes: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+    """skimage ``is_low_contrast`` of each tile (defaults: 1st/99th percentile, 5 %), mostly without it.
+
+    ``planes`` (3, n, P) are the tiles' R, G, B planes, ``tiles`` (n, H, W, 3) the same pixels. skimage takes
+    the float luminance ``gray`` (rgb2gray), numpy's linear percentiles p1 (between the sorted values at
+    ranks ``floor(0.01 (P-1))`` and the next) and p99 (from rank ``floor(0.99 (P-1))``) and calls the tile low
+    contrast when p99 - p1 < 0.1. With the integer luminance ``key`` (within 146.2 of 65025 gray):
+
+    * max(key) - min(key) <= 6209 bounds p99 - p1 below (6209 + 2 * 146.2) / 65025 < 0.09999: low contrast;
+    * at least rank+2 pixels with ``key <= a`` and at least P - rank99 with ``key >= a + 6800`` bound
+      p99 - p1 above (6800 - 2 * 146.2) / 65025 > 0.10008: not low contrast (``a`` = mean key - 3400).
+
+    Both margins (>1e-5) are far above float rounding; any tile neither bound settles is given to skimage.
+    """
+    _, n, size = planes.shape
+    key = planes[0].astype(np.uint16)
+    key *= _LUMA[0]
+    for plane, weight in zip(planes[1:], _LUMA[1:], strict=True):
+        part = plane.astype(np.uint16)
+        part *= weight
+        key += part
+    low_rank = int(np.floor((size - 1) * 0.01))
+    high_rank = int(np.floor((size - 1) * 0.99))
+    need_below, need_above = min(low_rank + 2, size), size - high_rank
+    spread = key.max(axis=1).astype(np.int64) - key.min(axis=1)
+    surely_low = spread <= _NARROW
+    # Where the two pixel groups are split does not affect soundness: a subsample's mean will do.
+    split = key[:, ::64].mean(axis=1).astype(np.int64) - _GAP // 2
+    usable = (split >= 0) & (split + _GAP <= _LUMA_FULL)
+    lower = np.clip(split, 0, _LUMA_FULL).astype(np.uint16)
+    upper = np.clip(split + _GAP, 0, _LUMA_FULL).astype(np.uint16)
+    below = _count_true(key <= lower[:, None])
+    above = _count_true(key >= upper[:, None])
+    surely_high = usable & (below >= need_below) & (above >= need_above)
+
+    result = surely_low.copy()
+    for k in np.flatnonzero(~surely_low & ~surely_high):
+        result[k] = bool(is_low_contrast(tiles[k]))
+    return result
+
+
+def passes_pixel_check(pixels: np.ndarray, mask_threshold: float, settings: TileSettings) -> np.ndarray:
+    """(n,) bool: :func:`tile_passes_pixel_check` for each tile of a (n, H, W, 3) uint8 batch, vectorised.
+
+    Tiles are processed a few at a time (``_CHECK_BLOCK``) so that the intermediate planes stay in cache.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise ValueError(f"expected uint8 tiles (n, H, W, 3), got {pixels.dtype} {pixels.shape}")
+    keep = np.zeros(pixels.shape[0], dtype=bool)
+    for start in range(0, pixels.shape[0], _CHECK_BLOCK):
+        keep[start : start + _CHECK_BLOCK] = _check_block(
+            pixels[start : start + _CHECK_BLOCK], mask_threshold, settings
         )
-    return dataclasses.replace(grid, keep=keep, pixel_checked=True)
+    return keep
+
+
+def _check_block(pixels: np.ndarray, mask_threshold: float, settings: TileSettings) -> np.ndarray:
+    n = pixels.shape[0]
+    planes = np.ascontiguousarray(np.moveaxis(pixels, 3, 0)).reshape(3, n, -1)
+    high = np.maximum(np.maximum(planes[0], planes[1]), planes[2])
+    low = np.minimum(np.minimum(planes[0], planes[1]), planes[2])
+    share = _saturated_counts(high, low, mask_threshold) / planes.shape[2]
+    keep = share > settings.min_tissue_fraction  # the same float division and comparison as mean() > x
+    if settings.reject_low_contrast and keep.any():
+        candidates = np.flatnonzero(keep)
+        keep[candidates] = ~_low_contrast(planes[:, candidates], pixels[candidates])
+    return keep
+
+
+# ---- selection -------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class SelectedChunk:
+    """One chunk of checked candidates: their pixels and which passed (the passing ones are the encoder's input)."""
+
+    checked: np.ndarray  # (m,) grid indices checked, in reading order
+    passed: np.ndarray  # (m,) bool: passed the pixel check
+    tiles: np.ndarray  # (m, tile_px, tile_px, 3) uint8: the pixels of every checked tile
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Grid indices of the tiles that passed, in reading order."""
+        return self.checked[self.passed]
+
+    def batches(self, size: int) -> Iterator[TileBatch]:
+        """The passing tiles in batches of at most ``size`` (views of ``tiles`` where no tile was dropped)."""
+        rows = np.flatnonzero(self.passed)
+        for start in range(0, rows.size, max(1, size)):
+            part = rows[start : start + max(1, size)]
+            contiguous = part[-1] - part[0] + 1 == part.size
+            pixels = self.tiles[part[0] : part[-1] + 1] if contiguous else self.tiles[part]
+            yield TileBatch(self.checked[part], pixels)
+
+
+class TileSelection:
+    """Checks candidate tiles in ``order`` until ``max_keep`` passed (or the candidates run out).
+
+    The result is exactly the first ``max_keep`` tiles of ``order`` that pass the pixel check (all that
+    pass, when fewer do), found in rounds: each round takes the next ``max_keep - found`` tiles of ``order``,
+    so every tile that passes in it is used and nothing past the cap is checked. A round is read in grid
+    order (stored tiles shared by neighbours are decoded once) and in chunks of ``chunk_tiles``. Of the
+    ``read_threads``, one checks (the selection's thread) and the others decode.
+
+    Iterate :meth:`chunks` for the passing tiles and their pixels, then call :meth:`result` for the grid.
+    """
+
+    def __init__(
+        self,
+        slide: Slide,
+        grid: TileGrid,
+        order: np.ndarray,
+        max_keep: int,
+        settings: TileSettings,
+        chunk_tiles: int | None = None,
+    ) -> None:
+        if max_keep < 1:
+            raise ValueError(f"max_keep must be >= 1, got {max_keep}")
+        self.slide = slide
+        self.grid = grid
+        self.order = np.asarray(order, dtype=np.int64).reshape(-1)
+        if self.order.size and (self.order.min() < 0 or self.order.max() >= grid.n_tiles):
+            raise IndexError(f"tile indices must lie in 0..{grid.n_tiles - 1}")
+        self.max_keep = int(max_keep)
+        self.settings = settings
+        self.batch = max(1, settings.batch_size)
+        self.chunk_tiles = max(1, chunk_tiles or 2 * self.batch)
+        self._position = 0  # tiles of ``order`` taken into rounds so far
+        self._stream: Iterator[tuple[np.ndarray, np.ndarray]] | None = None  # the current round, being read
+        self._buffers: deque[tuple[np.ndarray, np.ndarray]] = deque()  # (chunk indices, pixels) being read
+        self._passed = np.zeros(grid.n_tiles, dtype=bool)
+        self._checked = np.zeros(grid.n_tiles, dtype=bool)
+        self.found = 0
+        self.decoded_tiles = 0  # output tiles cut from decoded pixels (each once)
+        self.native_decodes = 0  # stored tiles decoded (see NativeTileCache.decoded)
+        self.seconds = 0.0  # time spent reading and checking
+
+    def _next_round(self) -> np.ndarray:
+        """The next ``max_keep - found`` tiles of ``order``, in grid order (empty when done)."""
+        deficit = self.max_keep - self.found
+        if deficit <= 0 or self._position >= self.order.size:
+            return np.zeros(0, dtype=np.int64)
+        taken = self.order[self._position : self._position + deficit]
+        self._position += taken.size
+        return np.sort(taken)
+
+    def _round_batches(self, candidates: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(batch indices, where their pixels go) over a round; each chunk's buffer made when first needed."""
+        tile_px = self.grid.tile_px
+        for start in range(0, candidates.size, self.chunk_tiles):
+            chunk = candidates[start : start + self.chunk_tiles]
+            tiles = np.empty((chunk.size, tile_px, tile_px, 3), dtype=np.uint8)
+            self._buffers.append((chunk, tiles))
+            for row in range(0, chunk.size, self.batch):
+                yield chunk[row : row + self.batch], tiles[row : row + self.batch]
+
+    def _next_batch(self, reader: TileReader) -> tuple[np.ndarray, np.ndarray] | None:
+        """The next (indices, pixels) of the current round, starting a new round after one ends; None when done."""
+        while True:
+            if self._stream is None:
+                candidates = self._next_round()
+                if not candidates.size:
+                    return None
+                self._stream = reader.read_batches(self._round_batches(candidates))
+            batch = next(self._stream, None)
+            if batch is not None:
+                return batch
+            self._stream = None  # the round ended with its last chunk
+
+    def _select_chunk(self, reader: TileReader) -> SelectedChunk | None:
+        """Read and check the next chunk of the current round (or of a new one); None when done.
+
+        One reader pipeline runs through a whole round, so each batch is checked while the next is decoded,
+        across chunk boundaries too; a round's size depends on the tiles found before it, so rounds cannot
+        overlap.
+        """
+        started = time.perf_counter()
+        batch = self._next_batch(reader)
+        if batch is None:
+            return None
+        candidates, tiles = self._buffers.popleft()  # the chunk this batch belongs to
+        passed = np.zeros(candidates.size, dtype=bool)
+        row = 0
+        while batch is not None:
+            indices, pixels = batch
+            passed[row : row + indices.size] = passes_pixel_check(
+                pixels, self.grid.mask_threshold, self.settings
+            )
+            row += indices.size
+            batch = self._next_batch(reader) if row < candidates.size else None
+        if row != candidates.size:
+            raise RuntimeError("tile selection lost its place in a round")  # a bug, never the input
+        chunk = SelectedChunk(candidates, passed, tiles)
+        self.decoded_tiles += candidates.size
+        self._checked[candidates] = True
+        self._passed[chunk.indices] = True
+        self.found += int(passed.sum())
+        self.native_decodes = reader.cache.decoded
+        self.seconds += time.perf_counter() - started
+        return chunk
+
+    def chunks(self) -> Generator[SelectedChunk, None, None]:
+        """The chunks with passing tiles, in order; the next chunk is read and checked while this one is used."""
+        # The checks run in this selection's own thread: they take one of the ``read_threads``.
+        decoding = dataclasses.replace(self.settings, read_threads=max(1, self.settings.read_threads - 1))
+        with (
+            TileReader(self.slide, self.grid, decoding) as reader,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-select") as ahead,
+        ):
+            upcoming = ahead.submit(self._select_chunk, reader)
+            while (chunk := upcoming.result()) is not None:
+                upcoming = ahead.submit(self._select_chunk, reader)
+                if chunk.passed.any():
+                    yield chunk
+
+    @property
+    def complete(self) -> bool:
+        """True once the cap is reached or every candidate was checked."""
+        return self._stream is None and (self.found >= self.max_keep or self._position >= self.order.size)
+
+    def result(self) -> TileGrid:
+        """The grid after the selection; raises NoTissueError when no tile passed.
+
+        ``keep`` marks the tiles that passed and, when the selection stopped at the cap, the candidates
+        (``grid.keep``) it never checked, which were not rejected; ``checked`` marks the tiles checked. So
+        ``keep.sum()`` estimates the number of tissue tiles and ``keep & checked`` are the passing ones.
+        """
+        if not self.complete:
+            raise RuntimeError("TileSelection.result() before all chunks were read")
+        if not self.found:
+            raise NoTissueError(
+                f"no tile at {self.grid.target_mpp} um/px holds enough tissue "
+                f"({self.grid.n_tiles} tiles, {int(self.grid.keep.sum())} passed the tissue mask)",
+                self.slide.path,
+                _FIX_NO_TILES,
+            )
+        keep = self._passed | (self.grid.keep & ~self._checked)
+        return dataclasses.replace(self.grid, keep=keep, pixel_checked=True, checked=self._checked.copy())
+
+
+def select_tiles(
+    slide: Slide,
+    grid: TileGrid,
+    settings: TileSettings,
+    order: np.ndarray | None = None,
+    max_keep: int | None = None,
+) -> TileGrid:
+    """Check the candidate tiles' pixels and drop blank / low-contrast ones; NoTissueError if none is left.
+
+    By default every candidate (``grid.keep``) is checked; with ``order`` and ``max_keep``, candidates are
+    checked in ``order`` until ``max_keep`` passed (see :class:`TileSelection`).
+    """
+    order = grid.kept_indices if order is None else order
+    selection = TileSelection(slide, grid, order, max_keep or max(1, len(order)), settings)
+    for _ in selection.chunks():
+        pass
+    return selection.result()
