@@ -97,6 +97,7 @@ class RunSettings:
     max_tiles: int
     sample_seed: int
     precision: str  # "fp32" or "bf16": the tile encoder's arithmetic
+    tile_order: str  # "grid" or "reference": which tiles k-means gets, in which order
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,9 +112,12 @@ class Prediction:
     slide_info: SlideInfo
     mask: TissueMask
     grid: TileGrid
-    kept_indices: np.ndarray  # (n_kept,) grid indices of tiles that passed the tissue checks
-    used_indices: np.ndarray  # (n_used,) grid indices embedded (<= max_tiles, seeded sample, sample order;
-    #                            tiles are *read* in sorted order, but every per-tile array follows this one)
+    # (n_kept,) grid indices of tiles that passed the tissue checks, plus (when the cap stopped the checks
+    # early) the candidates never checked: ``grid.checked`` tells which were checked
+    kept_indices: np.ndarray
+    # (n_used,) grid indices embedded (<= max_tiles), in the order k-means gets them (the tile-order rule);
+    # every per-tile array follows this one
+    used_indices: np.ndarray
     tile_features: np.ndarray  # (n_used, D) float32, row i = tile used_indices[i]
     clusters: ClusterFeatures  # the (n_clusters, D) aggregator input and how it was made
     qc_warnings: tuple[QCWarning, ...]
@@ -201,6 +205,13 @@ def resolve_feature_settings(features: FeatureSettings, pre: Preprocessing) -> F
             f"unknown empty-row fill '{resolved.empty_row_fill}'", fix=f"Use one of {FILL_RULES}."
         )
     return resolved
+
+
+def _resolved(value: int | None) -> int:
+    """A feature setting after :func:`effective_settings` (which fills every None from the bundle)."""
+    if value is None:
+        raise RuntimeError("feature settings were not resolved against the bundle")
+    return value
 
 
 def effective_settings(settings: Settings, bundle: Bundle) -> Settings:
@@ -583,7 +594,11 @@ def run_prediction(
     if clusters is None:
         f = settings.features
         clusters = cluster_features(
-            feats.tile_features, f.n_clusters, f.kmeans_seed, f.kmeans_n_init, f.empty_row_fill
+            feats.tile_features,
+            f.n_clusters,
+            _resolved(f.kmeans_seed),
+            _resolved(f.kmeans_n_init),
+            f.empty_row_fill,
         )
         cache_note = (
             _save_cache(cache, cache_problem, key, feats, clusters, settings, bundle.encoder_weights.sha256)
@@ -628,12 +643,13 @@ def run_prediction(
             target_mpp=settings.tiles.target_mpp,
             mpp_override=mpp,
             n_clusters=features.n_clusters,
-            kmeans_seed=int(features.kmeans_seed or 0),
-            n_init=int(features.kmeans_n_init or 1),
+            kmeans_seed=_resolved(features.kmeans_seed),
+            n_init=_resolved(features.kmeans_n_init),
             fill=features.empty_row_fill,
-            max_tiles=int(features.max_tiles or 0),
-            sample_seed=int(features.sample_seed or 0),
+            max_tiles=_resolved(features.max_tiles),
+            sample_seed=_resolved(features.sample_seed),
             precision=precision,
+            tile_order=str(resolve_tile_order(features.tile_order, bundle.preprocessing.tile_order)),
         ),
         extraction=feats.extraction,
         thumbnail=thumbnail,
