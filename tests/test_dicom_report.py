@@ -9,8 +9,8 @@ import pydicom
 import pytest
 
 from sequoia_clinic.errors import ReportError
-from sequoia_clinic.report import PatientInfo
 from sequoia_clinic.pipeline.patient import patient_from_metadata, study_from_metadata
+from sequoia_clinic.report import PatientInfo
 from sequoia_clinic.report.dicom import (
     ENCAPSULATED_PDF_STORAGE,
     StudyInfo,

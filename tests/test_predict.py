@@ -1,4 +1,4 @@
-"""End to end on the real CMU slide with the demo bundle: run_inference and the `predict` command."""
+"""End to end on the real CMU slide with the demo bundle: run_prediction and the `predict` command."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import torch
 import typer
 from skimage.exposure import is_low_contrast
 
-from sequoia_clinic.pipeline import predict as inference
 from sequoia_clinic.bundles import load_bundle_encoder
 from sequoia_clinic.cli.common import user_errors
 from sequoia_clinic.encoders import has_native_bf16
 from sequoia_clinic.errors import ChecksumError, OptionError
 from sequoia_clinic.features import FeatureCache
 from sequoia_clinic.fileio import atomic_path
+from sequoia_clinic.pipeline import predict as inference
 from sequoia_clinic.pipeline.predict import (
     PredictRequest,
     load_folds,
@@ -36,7 +36,7 @@ META = ["slide_sha256", "bundle", "bundle_version", "bundle_trained", "tiles_use
 CMU_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"  # from the data README
 
 
-def run_inference(slide: Path, bundle, settings: Settings, mpp: float | None = None):
+def run_inference(slide, bundle, settings: Settings, mpp: float | None = None):
     """One prediction with the bundle's folds loaded here (what score and cohort do)."""
     return run_prediction(PredictRequest(slide, mpp=mpp), bundle, load_folds(bundle, settings), settings)
 
