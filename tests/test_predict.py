@@ -242,7 +242,7 @@ def test_predict_refuses_an_unwritable_output_folder_before_any_work(cli, cmu_sv
     def no_inference(*args, **kwargs):
         raise AssertionError("inference ran before the output folder was checked")
 
-    monkeypatch.setattr(inference, "predict_slide", no_inference)
+    monkeypatch.setattr(inference, "run_prediction", no_inference)
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")
     out = blocker / "results" / "expression.csv"  # no folder can be made under a file

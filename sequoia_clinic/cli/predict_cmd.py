@@ -1,6 +1,6 @@
 """``sequoia-clinic predict SLIDE``: predicted gene expression for one slide, as one CSV/Parquet row.
 
-Parses the options, calls :func:`sequoia_clinic.pipeline.predict.predict_slide` and writes its result.
+Parses the options and calls :func:`sequoia_clinic.pipeline.predict.predict_slide`, which writes the row.
 The row holds ``slide_sha256``, ``bundle``, ``bundle_version``, ``bundle_trained``, ``tiles_used``,
 ``clusters_populated``, then one column per gene (bundle output order; all genes unless ``--genes``). The
 slide's file name is not written (it may carry a patient identifier); the content hash identifies it.
@@ -40,16 +40,12 @@ from sequoia_clinic.cli.options import (
 )
 from sequoia_clinic.cli.output import progress_bar
 from sequoia_clinic.errors import OptionError
-from sequoia_clinic.fileio import atomic_path, check_output_dir, csv_safe_frame
 
 # pandas and the pipeline (torch, timm) are imported inside the functions that use them, not here,
 # so `sequoia-clinic --help` and the other commands start fast.
 if TYPE_CHECKING:
-    import pandas as pd
-
     from sequoia_clinic.pipeline.predict import Prediction
 
-OUTPUT_FORMATS = (".csv", ".parquet")
 
 
 def parse_genes(text: str | None, all_genes: bool) -> tuple[str, ...] | None:
@@ -59,41 +55,6 @@ def parse_genes(text: str | None, all_genes: bool) -> tuple[str, ...] | None:
     if text is None:
         return None
     return tuple(dict.fromkeys(g.strip() for g in text.split(",") if g.strip()))
-
-
-def check_output(out: Path) -> str:
-    """The output format of ``out``, after checking (before any work) that the file can be written."""
-    suffix = out.suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise OptionError(f"--out {out}: unsupported file type", fix="Use a .csv or .parquet file name.")
-    if out.is_dir():
-        raise OptionError(f"--out {out} is a folder", fix="Give a file name such as expression.csv.")
-    check_output_dir(out.parent)
-    return suffix
-
-
-def result_row(result: Prediction, genes: list[str]) -> pd.DataFrame:
-    """One row: identifiers and QC counts, then the predicted value of each gene."""
-    import pandas as pd
-
-    meta = {
-        "slide_sha256": result.slide_sha256,
-        "bundle": result.bundle_name,
-        "bundle_version": result.bundle_version,
-        "bundle_trained": result.bundle_trained,
-        "tiles_used": len(result.used_indices),
-        "clusters_populated": result.clusters.n_populated,
-    }
-    values = result.gene_values(genes)
-    return pd.DataFrame([{**meta, **values}])
-
-
-def write_row(frame: pd.DataFrame, out: Path, suffix: str) -> None:
-    with atomic_path(out) as tmp:
-        if suffix == ".csv":
-            csv_safe_frame(frame).to_csv(tmp, index=False, float_format="%.6g")
-        else:
-            frame.to_parquet(tmp, index=False)
 
 
 def print_summary(console: Console, result: Prediction, genes: list[str], out: Path) -> None:
@@ -156,7 +117,6 @@ def register(app: typer.Typer) -> None:
         """Predict gene expression for one slide and write it as one row."""
         from sequoia_clinic.pipeline.predict import PredictRequest, predict_slide
 
-        suffix = check_output(out)
         settings = build_settings(
             device=device,
             precision=precision,
@@ -168,9 +128,8 @@ def register(app: typer.Typer) -> None:
             models_dir=models_dir,
             encoder_weights=encoder_weights,
         )
-        request = PredictRequest(slide, bundle, mpp, parse_genes(genes, all_genes))
+        request = PredictRequest(slide, bundle, mpp, parse_genes(genes, all_genes), out=out)
         with progress_bar(quiet) as progress:
             result = predict_slide(request, settings, progress)
         wanted = list(request.genes or result.genes)
-        write_row(result_row(result, wanted), out, suffix)
         print_summary(Console(highlight=False), result, wanted, out)

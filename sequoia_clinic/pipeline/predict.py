@@ -54,6 +54,7 @@ from sequoia_clinic.features import (
     reference_lattice_shape,
     resolve_tile_order,
 )
+from sequoia_clinic.fileio import atomic_path, check_output_dir, csv_safe_frame
 from sequoia_clinic.progress import ProgressLike, reporter
 from sequoia_clinic.qc import QCCode, QCWarning
 from sequoia_clinic.settings import FeatureSettings, Settings
@@ -81,6 +82,7 @@ class PredictRequest:
     mpp: float | None = None  # overrides the slide's recorded pixel size (um/px)
     genes: tuple[str, ...] | None = None  # None: every gene of the bundle, in its output order
     thumbnail_px: int | None = None  # also keep a thumbnail (longest side) taken while the slide is open
+    out: Path | None = None  # write the expression row here (.csv or .parquet), checked before any work
 
 
 @dataclass(frozen=True)
@@ -514,11 +516,52 @@ def load_folds(bundle: Bundle, settings: Settings) -> FoldEnsemble:
 
 
 def predict_slide(request: PredictRequest, settings: Settings, progress: ProgressLike = None) -> Prediction:
-    """The ``predict`` flow: load and check the bundle, then predict every gene for one slide."""
+    """The ``predict`` flow: check the output, load and check the bundle, predict every gene for one slide,
+    and write the row of the requested genes (atomically) when ``request.out`` is set."""
+    if request.out is not None:
+        check_expression_output(request.out)
     bundle = load_bundle(request.bundle, settings)
     if request.genes is not None:
         check_genes(request.genes, bundle)
-    return run_prediction(request, bundle, load_folds(bundle, settings), settings, progress)
+    prediction = run_prediction(request, bundle, load_folds(bundle, settings), settings, progress)
+    if request.out is not None:
+        write_expression_row(prediction, list(request.genes or prediction.genes), request.out)
+    return prediction
+
+
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+
+
+def check_expression_output(out: Path) -> None:
+    """Refuse (before any work) an output that is not a .csv/.parquet file in a writable folder."""
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise OptionError(
+            f"{out}: unsupported file type", fix="Use a .csv or .parquet file name.", option="out"
+        )
+    if out.is_dir():
+        raise OptionError(f"{out} is a folder", fix="Give a file name such as expression.csv.", option="out")
+    check_output_dir(out.parent)
+
+
+def write_expression_row(prediction: Prediction, genes: list[str], out: Path) -> None:
+    """One row: identifiers and QC counts, then the predicted value of each gene (no slide file name: it may
+    carry a patient identifier; the content hash identifies the slide)."""
+    import pandas as pd
+
+    meta = {
+        "slide_sha256": prediction.slide_sha256,
+        "bundle": prediction.bundle_name,
+        "bundle_version": prediction.bundle_version,
+        "bundle_trained": prediction.bundle_trained,
+        "tiles_used": len(prediction.used_indices),
+        "clusters_populated": prediction.clusters.n_populated,
+    }
+    frame = pd.DataFrame([{**meta, **prediction.gene_values(genes)}])
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".csv":
+            csv_safe_frame(frame).to_csv(tmp, index=False, float_format="%.6g")
+        else:
+            frame.to_parquet(tmp, index=False)
 
 
 def check_genes(genes: Sequence[str], bundle: Bundle) -> None:
