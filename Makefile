@@ -24,6 +24,8 @@ bench: $(STAMP)
 	$(BIN)/python benches/bench_tiles.py
 	$(BIN)/python benches/bench_encoder.py
 	$(BIN)/python benches/bench_precision.py
+	$(BIN)/python benches/bench_train.py
+	$(BIN)/python benches/bench_cohort.py
 
 # Static checks, run first by `make test` (and so by CI): lint, formatting, types.
 lint: $(STAMP)

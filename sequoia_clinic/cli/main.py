@@ -27,7 +27,18 @@ from sequoia_clinic.cli.common import (
 from sequoia_clinic.cli.options import App
 
 PARSE_ERROR_EXIT = 2
-COMMANDS = ("inspect", "predict", "models", "calibrate", "stratify", "score", "demo", "cohort", "train", "evaluate")
+COMMANDS = (
+    "inspect",
+    "predict",
+    "models",
+    "calibrate",
+    "stratify",
+    "score",
+    "demo",
+    "cohort",
+    "train",
+    "evaluate",
+)
 
 
 class CliGroup(TyperGroup):

@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from sequoia_clinic.pipeline.predict import Prediction
 
 
-
 def parse_genes(text: str | None, all_genes: bool) -> tuple[str, ...] | None:
     """The requested genes in the given order (None: all); the predict flow checks them against the bundle."""
     if text is not None and all_genes:
