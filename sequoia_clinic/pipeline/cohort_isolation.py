@@ -28,7 +28,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -138,7 +137,6 @@ class SlideRunner:
         self._requests: Connection | None = None
         self._replies: Connection | None = None
         self._ready = False
-        self._tmp = Path(tempfile.mkdtemp(prefix="sequoia-cohort-"))
 
     def start(self) -> None:
         """Spawn the helper (it imports the scoring stack in the background; :meth:`run` waits for it)."""
@@ -206,9 +204,6 @@ class SlideRunner:
             raise IsolationError(f"unexpected reply from the slide helper: {type(reply).__name__}")
         return reply
 
-    def report_path(self, attempt_id: str) -> Path:
-        return self._tmp / f"{attempt_id}.pkl"
-
     def close(self) -> None:
         """Close the pipe (the helper then exits, killing a running child) and reap the helper."""
         for connection in (self._requests, self._replies):
@@ -222,12 +217,6 @@ class SlideRunner:
                 self._process.kill()
                 self._process.wait()
             self._process = None
-
-    def cleanup(self) -> None:
-        self.close()
-        for item in self._tmp.glob("*"):
-            item.unlink(missing_ok=True)
-        self._tmp.rmdir()
 
 
 class SlideExecutor:
@@ -243,7 +232,7 @@ class SlideExecutor:
         self.runner.start()
 
     def close(self) -> None:
-        self.runner.cleanup()
+        self.runner.close()
 
     def __enter__(self) -> SlideExecutor:
         self.start()
@@ -270,7 +259,7 @@ class SlideExecutor:
             time=time.time(),
         )
         self.store.append(self.writer, start)
-        report_path = self.runner.report_path(attempt_id)
+        report_path = self.store.attempts_dir / f".{attempt_id}.child.pkl"  # read and deleted below
         request = ChildRequest(job, self.config, attempt_id, report_path)
         seconds: float | None = None
         try:

@@ -6,6 +6,7 @@ Layout of the output folder::
     results/<k[:2]>/<k>.json               the committed result of key k (a SlideResult); first writer wins
     results/<k[:2]>/<k>.<attempt>/         that attempt's files: result.json, expression.npy, report.pdf ...
     attempts/<host>-<pid>.jsonl            append-only ledger, one file per writer process
+    attempts/.<attempt>.child.pkl          a slide process's report to its parent, deleted once read
     tracebacks/<attempt>.txt               traceback of an unexpected error
     logs/<host>-<pid>.log                  output of that writer's isolated slide processes
 

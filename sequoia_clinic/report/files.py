@@ -50,10 +50,13 @@ def write_report_files(
     before its own rendering.
     """
     text = load_report_text(settings.templates_dir)
-    t0 = time.perf_counter()
-    pdf = render_report_pdf_bytes(data, settings, text)
+    pdf = b""
+    stages = dict(data.timings)
+    if OutputFormat.PDF in formats or OutputFormat.DICOM in formats:  # JSON alone needs no PDF
+        t0 = time.perf_counter()
+        pdf = render_report_pdf_bytes(data, settings, text)
+        stages["render_pdf"] = round(time.perf_counter() - t0, 3)
     if started is not None:
-        stages = {**data.timings, "render_pdf": round(time.perf_counter() - t0, 3)}
         stages["total"] = round(time.perf_counter() - started, 3)
         data = dataclasses.replace(data, timings=stages)
     wanted = [f for f in OutputFormat if f in formats]
