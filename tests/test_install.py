@@ -10,6 +10,7 @@ package folder's listing, sizes and mtimes are compared before and after).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,8 @@ DATA_IN_WHEEL = (
 
 
 def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    # An inherited PYTHONPATH (e.g. a checkout put first on the path) would shadow the installed wheel.
+    kwargs.setdefault("env", {k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)  # type: ignore[call-overload]
     assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
     return done
