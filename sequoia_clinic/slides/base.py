@@ -36,6 +36,7 @@ MAX_LEVEL0_PIXELS = 20_000_000_000  # 20 gigapixels
 MAX_OVERVIEW_PIXELS = 100_000_000  # the coarsest level is decoded whole (band by band) for the tissue mask
 MAX_TILE_PIXELS = 1 << 22  # one stored tile (or strip) is decoded at once: at most 4 megapixels
 MAX_COMPRESSION_RATIO = 1000  # decoded bytes per stored byte over a file: more is a decompression bomb
+MIN_BOMB_BYTES = 256 << 20  # ... once the file declares more than this many decoded bytes (small files pass)
 # Stored tiles that cannot be decoded are read as white and counted (the tiles over them are left out of
 # the prediction); more than this allowance plus this share of the stored tiles decoded refuses the slide.
 CORRUPT_TILE_ALLOWANCE = 2
@@ -188,6 +189,20 @@ def check_budget(
             )
 
 
+def check_compression_ratio(path: Path, decoded: int, stored: int, fix: str) -> None:
+    """Refuse a slide declaring ``decoded`` pixel bytes in ``stored`` bytes of tile data above the ratio budget.
+
+    Both counts come from the file's structure (tile sizes, byte counts), never from decoding.
+    """
+    if decoded > MAX_COMPRESSION_RATIO * max(stored, 1) and decoded > MIN_BOMB_BYTES:
+        raise SlideFormatError(
+            f"declares {decoded / 2**30:,.1f} GiB of pixels in {stored / 2**20:,.1f} MiB of data, "
+            f"a compression ratio above {MAX_COMPRESSION_RATIO}:1 (a decompression bomb)",
+            path,
+            fix,
+        )
+
+
 class Slide(ABC):
     """One whole-slide image, opened read-only. Use :func:`sequoia_clinic.slides.open_slide` to get one."""
 
@@ -304,14 +319,30 @@ class Slide(ABC):
         """
         self._check_level(level)
         factor = max(1, int(factor))
+        _, level_h = self.info.level_dimensions[level]
+        return self.read_level_downscaled_rows(level, factor, 0, -(-level_h // factor))
+
+    def read_level_downscaled_rows(self, level: int, factor: int, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of :meth:`read_level_downscaled` (same pixels), reading only the level rows under them.
+
+        Each output row is the box average of its own ``factor`` level rows (the last one of the pixels that
+        exist), so any run of rows equals the same rows of the whole picture.
+        """
+        self._check_level(level)
+        factor = max(1, int(factor))
         level_w, level_h = self.info.level_dimensions[level]
+        rows = -(-level_h // factor)
+        start, stop = max(0, int(start)), min(rows, int(stop))
+        if stop <= start:
+            return np.zeros((0, -(-level_w // factor), 3), dtype=np.uint8)
         rows_per_band = max(1, _BAND_BYTES // (3 * level_w * factor)) * factor
         bands = []
-        for top in range(0, level_h, rows_per_band):
-            height = min(rows_per_band, level_h - top)
-            band = self.read_level_region(level, (0, top), (level_w, height))
+        end = min(stop * factor, level_h)
+        for top in range(start * factor, end, rows_per_band):
+            height = min(rows_per_band, end - top)
+            band = self._guarded_read(level, 0, top, level_w, height)  # inside the level: no white margin
             bands.append(np.asarray(Image.fromarray(band).reduce(factor)) if factor > 1 else band)
-        return np.concatenate(bands, axis=0)
+        return bands[0] if len(bands) == 1 else np.concatenate(bands, axis=0)
 
     def thumbnail(self, max_size: int) -> np.ndarray:
         """RGB uint8 picture of the whole slide whose longest side is at most ``max_size`` pixels."""

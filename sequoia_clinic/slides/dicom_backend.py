@@ -6,6 +6,14 @@ clear message instead of wsidicom's "level files not found".
 
 Quirks handled here: wsidicom numbers levels by log2 of the downsample (not list position) and takes region
 locations in the level's own pixels; it raises on out-of-bounds requests (the base class clips first).
+
+Hostile series are handled as the TIFF backend handles hostile files: at open time, before any frame is
+decoded, the stored frame byte counts (from the pixel data's offset table / fragment headers, never decoded)
+are checked against the compression-ratio budget of ``slides/base.py``, and frame data that runs past the end
+of its file is refused as truncated. A frame whose own JPEG / JPEG 2000 header declares more pixels than the
+series' frame size is not decoded. A frame that cannot be decoded is read as white and recorded
+(:meth:`Slide.corrupt_tiles`); past the allowance of ``slides/base.py`` the slide is refused with
+:class:`~sequoia_clinic.errors.CorruptTileError`.
 """
 
 from __future__ import annotations
@@ -19,25 +27,24 @@ import numpy as np
 import pydicom
 from wsidicom import WsiDicom
 
-from sequoia_clinic.errors import InputPathError, SlideFormatError
-from sequoia_clinic.slides.base import Slide, SlideInfo, SlideMetadata, assemble_region
+from sequoia_clinic.errors import CorruptTileError, InputPathError, SlideFormatError
+from sequoia_clinic.slides.base import (
+    BACKGROUND,
+    Slide,
+    SlideInfo,
+    SlideMetadata,
+    assemble_region,
+    check_compression_ratio,
+)
 from sequoia_clinic.slides.mpp import MppCandidates, resolve_mpp
 from sequoia_clinic.slides.quiet import captured_library_output
+from sequoia_clinic.slides.sniff import is_dicom_file
 
 VL_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 _FIX_SERIES = (
     "Pass a folder (or one .dcm) of a complete DICOM WSI series with pixel spacing and tiling information."
 )
-
-
-def is_dicom_file(path: Path) -> bool:
-    """True for a DICOM Part 10 file (128-byte preamble followed by 'DICM')."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
+_FIX_DAMAGED = "The DICOM files are truncated or damaged; copy or export the slide again."
 
 
 def _header(path: Path) -> pydicom.Dataset | None:
@@ -212,6 +219,47 @@ def jpeg_colour_markers(data: bytes) -> tuple[bool, int | None]:
     return jfif, adobe
 
 
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start of frame (not DHT, JPG, DAC)
+
+
+def jpeg_frame_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a JPEG stream's start-of-frame header declares; None when there is none before the scan."""
+    position = 2 if data[:2] == b"\xff\xd8" else len(data)
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            position += 1
+            continue
+        if marker == 0xDA:
+            break
+        if marker in _SOF_MARKERS and position + 9 <= len(data):
+            height = int.from_bytes(data[position + 5 : position + 7], "big")
+            width = int.from_bytes(data[position + 7 : position + 9], "big")
+            return width, height
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return None
+
+
+def jpeg2000_frame_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of the image a JPEG 2000 codestream's SIZ segment declares (raw or in a JP2 box)."""
+    start = data.find(b"\xff\x4f\xff\x51")  # start of codestream, then the SIZ marker (after any JP2 boxes)
+    if start < 0 or start + 22 > len(data):
+        return None
+    siz = start + 4  # Lsiz(2) Rsiz(2) Xsiz(4) Ysiz(4) XOsiz(4) YOsiz(4)
+    x_size, y_size = (int.from_bytes(data[siz + i : siz + i + 4], "big") for i in (4, 8))
+    x_offset, y_offset = (int.from_bytes(data[siz + i : siz + i + 4], "big") for i in (12, 16))
+    return x_size - x_offset, y_size - y_offset
+
+
+def declared_frame_size(data: bytes, transfer_syntax: str) -> tuple[int, int] | None:
+    """The pixel size a JPEG / JPEG 2000 frame declares in its own header (read without decoding)."""
+    if transfer_syntax == _JPEG_BASELINE:
+        return jpeg_frame_size(data)
+    if transfer_syntax in _JPEG_2000:
+        return jpeg2000_frame_size(data)
+    return None
+
+
 def decode_frame(data: bytes, transfer_syntax: str, photometric: str) -> np.ndarray | None:
     """Decode one JPEG / JPEG 2000 frame to RGB; None for transfer syntaxes left to wsidicom.
 
@@ -264,23 +312,46 @@ class DicomSlide(Slide):
         tile_w, tile_h = self._tile_sizes[level]
         width = min(tile_w, level_w - column * tile_w)
         height = min(tile_h, level_h - row * tile_h)
-        try:
-            tile = self._decode_tile(level, column, row)
-        except Exception as exc:
-            raise SlideFormatError(
-                f"a DICOM frame could not be decoded ({type(exc).__name__})", self.path, _FIX_SERIES
-            ) from exc
-        return _rgb(tile)[:height, :width]
-
-    def _decode_tile(self, level: int, column: int, row: int) -> np.ndarray:
-        transfer_syntax, photometric = self._codecs[level]
-        number = self._numbers[level]
+        transfer_syntax, _ = self._codecs[level]
+        data: bytes | None = None
         if transfer_syntax == _JPEG_BASELINE or transfer_syntax in _JPEG_2000:
-            data = self._wsi.read_encoded_tile(number, (column, row), crop_to_image_boundary=False)
+            try:  # reading the stored bytes fails only for a broken file, not for damaged pixel data
+                with captured_library_output():
+                    data = self._wsi.read_encoded_tile(
+                        self._numbers[level], (column, row), crop_to_image_boundary=False
+                    )
+            except Exception as exc:
+                raise SlideFormatError(
+                    f"a DICOM frame could not be read ({type(exc).__name__})", self.path, _FIX_DAMAGED
+                ) from exc
+        self._tile_decoded()
+        try:
+            tile = _rgb(self._decode_tile(level, column, row, data))
+            if tile.shape[0] < height or tile.shape[1] < width:
+                raise ValueError("a frame is smaller than the series says")
+        except Exception as exc:  # damaged frame data: white, counted, refused above the allowance
+            error = CorruptTileError(
+                f"a DICOM frame could not be decoded ({type(exc).__name__})", self.path, _FIX_DAMAGED
+            )
+            self._tile_corrupt(level, column, row, error)
+            return np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+        return tile[:height, :width]
+
+    def _decode_tile(self, level: int, column: int, row: int, data: bytes | None) -> np.ndarray:
+        """Decode one frame: ``data`` (its stored bytes) ourselves, else through wsidicom's codecs."""
+        transfer_syntax, photometric = self._codecs[level]
+        if data is not None:
+            declared = declared_frame_size(data, transfer_syntax)
+            tile_w, tile_h = self._tile_sizes[level]
+            if declared is None or declared[0] > tile_w or declared[1] > tile_h:
+                raise ValueError(
+                    f"the frame declares {declared} px in a series of {tile_w}x{tile_h} px frames"
+                )
             decoded = decode_frame(data, transfer_syntax, photometric)
             if decoded is not None:
                 return decoded
-        return np.asarray(self._wsi.read_tile(number, (column, row), as_array=True))
+        with captured_library_output():  # wsidicom and Pillow report damaged data through logging/warnings
+            return np.asarray(self._wsi.read_tile(self._numbers[level], (column, row), as_array=True))
 
 
 def _rgb(array: Any) -> np.ndarray:
@@ -302,13 +373,74 @@ def _open_wsi(origin: Path, files: Iterable[Path]) -> WsiDicom:
             ) from exc
 
 
+def _frame_index(image_data: Any) -> list[tuple[Path, list[tuple[int, int]]]] | None:
+    """(file, [(position, length) of each frame]) of one level's instance files, from the offset tables.
+
+    wsidicom builds this index (Basic / Extended Offset Table, else the fragment item headers) to read
+    frames, without decoding any. None when this wsidicom version does not expose it per file.
+    """
+    readers = getattr(image_data, "_readers", None)
+    if not readers:
+        return None
+    index = []
+    for reader in readers:
+        frames = getattr(reader, "frame_index", None)
+        filepath = getattr(reader, "filepath", None)
+        if frames is None or filepath is None:
+            return None
+        index.append((Path(str(filepath)), [(int(pos), int(length)) for pos, length in frames]))
+    return index
+
+
+def _check_frames(path: Path, wsi: WsiDicom) -> None:
+    """Refuse a series whose frames run past their file or imply a decompression bomb (before any decode)."""
+    decoded = stored = 0
+    for level in wsi.levels:
+        image_data = level.default_instance.image_data
+        tile = image_data.tile_size
+        frame_bytes = int(tile.width) * int(tile.height) * int(image_data.samples_per_pixel)
+        try:
+            index = _frame_index(image_data)
+        except Exception as exc:
+            raise SlideFormatError(
+                f"the DICOM pixel data cannot be indexed into frames ({type(exc).__name__})",
+                path,
+                _FIX_DAMAGED,
+            ) from exc
+        if index is None:  # no per-frame byte counts: the files' sizes bound what the frames can hold
+            files = {Path(str(file)) for file in getattr(image_data, "files", None) or []}
+            if files:
+                columns = -(-int(level.size.width) // int(tile.width))
+                decoded += columns * -(-int(level.size.height) // int(tile.height)) * frame_bytes
+                stored += sum(file.stat().st_size for file in files)
+            continue
+        for file, frames_in_file in index:
+            size = file.stat().st_size
+            if any(pos + length > size for pos, length in frames_in_file):
+                raise SlideFormatError(
+                    f"{file.name} is shorter than its frame data (truncated)", path, _FIX_DAMAGED
+                )
+            decoded += sum(1 for _, length in frames_in_file if length) * frame_bytes
+            stored += sum(length for _, length in frames_in_file)
+    check_compression_ratio(
+        path,
+        decoded,
+        stored,
+        "This is not a slide the tool can read safely; check the DICOM series or export it again.",
+    )
+
+
 def open_dicom(path: Path, user_mpp: float | None) -> DicomSlide:
-    """Open a DICOM WSI series from a folder or one of its files (each header is parsed once, here)."""
+    """Open a DICOM WSI series from a folder or one of its files (each header is parsed once, here).
+
+    Before any frame is decoded, the series is checked against the compression-ratio budget.
+    """
     headers = series_headers(path)
     files = list(headers)
     wsi = _open_wsi(path, files)
     try:
         with captured_library_output():
+            _check_frames(path, wsi)
             info = _slide_info(path, user_mpp, _level0_header(headers), wsi)
     except Exception:
         wsi.close()

@@ -26,12 +26,12 @@ import tiffslide
 from sequoia_clinic.errors import CorruptTileError, SlideFormatError
 from sequoia_clinic.slides.base import (
     BACKGROUND,
-    MAX_COMPRESSION_RATIO,
     MAX_TILE_PIXELS,
     Slide,
     SlideInfo,
     SlideMetadata,
     assemble_region,
+    check_compression_ratio,
     level_to_level0,
 )
 from sequoia_clinic.slides.mpp import MppCandidates, mpp_from_tiff_resolution, resolve_mpp
@@ -260,13 +260,7 @@ def _check_budget(path: Path, pages: list[Any]) -> None:
         sample_bytes = int(page.samplesperpixel) * np.dtype(page.dtype or np.uint8).itemsize
         decoded += written * _segment_pixels(page) * sample_bytes
         stored += sum(int(count) for count in page.databytecounts)
-    if decoded > MAX_COMPRESSION_RATIO * max(stored, 1) and decoded > 256 << 20:
-        raise SlideFormatError(
-            f"declares {decoded / 2**30:,.1f} GiB of pixels in {stored / 2**20:,.1f} MiB of data, "
-            f"a compression ratio above {MAX_COMPRESSION_RATIO}:1 (a decompression bomb)",
-            path,
-            fix,
-        )
+    check_compression_ratio(path, decoded, stored, fix)
 
 
 def open_tiff(path: Path, user_mpp: float | None) -> TiffSlideBackend:
