@@ -3,25 +3,29 @@
 Also an early probe of output folders (:func:`probe_writable`, :func:`check_output_dir`) so that a command
 fails before its work, not after it. And :func:`csv_safe_frame` / :func:`csv_safe_cell`, which every CSV the
 tool writes passes through (spreadsheet formula injection); and :func:`read_json_bounded`, the one reader of
-JSON files, with a size and nesting budget and finite numbers only.
+JSON files, with a size and nesting budget and finite numbers only; and :func:`read_table_columns`, which reads
+only the needed columns of a CSV/TSV/Parquet table, typed, within stated limits (:class:`TableLimits`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sequoia_clinic.errors import OptionError
+from sequoia_clinic.errors import InputPathError, OptionError, SequoiaError, TableError
 
 _CHUNK = 1 << 20
 
@@ -246,3 +250,338 @@ def read_json_bounded(
     if len(raw) > max_bytes:
         raise JsonLimitError(f"is larger than the limit of {max_bytes >> 20} MiB")
     return parse_json_bounded(raw, max_depth, finite_only)
+
+
+# ---- tables (CSV, TSV, Parquet) within stated limits, only the needed columns, typed ------------------------
+MAX_TABLE_BYTES = 256 << 20  # default: a table file larger than this is refused before it is parsed
+MAX_TABLE_COLUMNS = 100_000
+MAX_TABLE_ROWS = 1_000_000
+MAX_HEADER_BYTES = 16 << 20  # a CSV header line longer than this is refused unparsed
+PARQUET_SUFFIXES = (".parquet", ".pq")
+_LOCATE_CHUNK_ROWS = 50_000  # rows per chunk when a non-numeric cell is looked for
+_SHOWN_COLUMNS = 10
+_SHOWN_NAME_CHARS = 40
+
+
+class ColumnType(StrEnum):
+    """How one needed column is parsed."""
+
+    TEXT = "text"  # str (ids, event words, category labels); empty cells are missing
+    NUMBER = "number"  # float64 (CSV); a cell that is not a number is refused naming column and row
+    INFER = "infer"  # pandas' own guess for this one column (kept where callers check the type themselves)
+
+
+_PRIORITY = {ColumnType.TEXT: 0, ColumnType.INFER: 1, ColumnType.NUMBER: 2}
+
+
+def merge_column_types(*plans: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
+    """One plan from several; a column asked for twice gets the stricter type (number > infer > text)."""
+    out: dict[str, ColumnType] = {}
+    for plan in plans:
+        for column, kind in plan.items():
+            if column not in out or _PRIORITY[kind] > _PRIORITY[out[column]]:
+                out[column] = kind
+    return out
+
+
+@dataclass(frozen=True)
+class TableLimits:
+    """What a table may hold: file bytes, columns in the header, data rows."""
+
+    max_bytes: int = MAX_TABLE_BYTES
+    max_columns: int = MAX_TABLE_COLUMNS
+    max_rows: int = MAX_TABLE_ROWS
+
+
+TABLE_LIMITS = TableLimits()
+
+
+@dataclass(frozen=True)
+class TableFormat:
+    """How a table file is read: ``sep`` None for Parquet."""
+
+    path: Path
+    what: str  # "table", "expression table", ... (starts the messages)
+    sep: str | None
+    limits: TableLimits
+
+
+def table_format(
+    path: Path,
+    what: str = "table",
+    limits: TableLimits = TABLE_LIMITS,
+    tab_suffixes: tuple[str, ...] = (".tsv",),
+) -> TableFormat:
+    """Check that ``path`` is a file within the size limit and say how it is read (by its suffix)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputPathError(f"{what} not found", path, "Pass an existing CSV, TSV or Parquet file.")
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise TableError(
+            f"the {what} has {size / 2**20:,.0f} MiB, above the limit of {limits.max_bytes >> 20} MiB",
+            path,
+            "Keep only the columns the command needs.",
+        )
+    suffix = path.suffix.lower()
+    sep = None if suffix in PARQUET_SUFFIXES else "\t" if suffix in tab_suffixes else ","
+    return TableFormat(path, what, sep, limits)
+
+
+@contextlib.contextmanager
+def _table_errors(fmt: TableFormat) -> Iterator[None]:
+    """Parser and file errors as one TableError naming the file (SequoiaErrors pass through)."""
+    import pandas as pd  # noqa: PLC0415 (heavy; loaded when a table is read)
+    import pyarrow as pa  # noqa: PLC0415
+
+    try:
+        yield
+    except SequoiaError:
+        raise
+    except UnicodeDecodeError:
+        raise TableError(f"the {fmt.what} is not UTF-8 text", fmt.path, "Save it as UTF-8 CSV.") from None
+    except pd.errors.EmptyDataError:
+        raise TableError(
+            f"the {fmt.what} is empty", fmt.path, "Give a header row and one row per patient."
+        ) from None
+    except (ValueError, OSError, csv.Error, pd.errors.ParserError, pa.ArrowException) as exc:
+        raise TableError(
+            f"cannot read the {fmt.what} ({type(exc).__name__})", fmt.path, "Give a CSV, TSV or Parquet file."
+        ) from None
+
+
+def _header_bytes(fmt: TableFormat) -> bytes:
+    """The bytes of a CSV's header record (at most :data:`MAX_HEADER_BYTES`).
+
+    A quoted name may hold a line break, so lines are added while the quotes are unbalanced.
+    """
+    raw = b""
+    with open(fmt.path, "rb") as handle:
+        while True:
+            line = handle.readline(MAX_HEADER_BYTES + 1 - len(raw))
+            raw += line
+            if len(raw) > MAX_HEADER_BYTES:
+                raise TableError(
+                    f"the header is longer than {MAX_HEADER_BYTES >> 20} MiB",
+                    fmt.path,
+                    "Keep only the columns the command needs.",
+                )
+            if not line or raw.count(b'"') % 2 == 0:
+                return raw
+
+
+def _header_record(fmt: TableFormat) -> list[str]:
+    """The header's names, parsed by the csv module (pandas would build an empty frame of every column)."""
+    sep = fmt.sep or ","
+    raw = _header_bytes(fmt)
+    if raw.count(sep.encode()) + 1 > fmt.limits.max_columns:  # counted before any name is made
+        raise TableError(
+            f"the {fmt.what} has more than {fmt.limits.max_columns:,} columns",
+            fmt.path,
+            "Keep only the columns the command needs.",
+        )
+    text = raw.decode("utf-8-sig")  # UnicodeDecodeError: reported as "not UTF-8 text"
+    if not text.strip():
+        raise TableError(
+            f"the {fmt.what} is empty or its first line is blank",
+            fmt.path,
+            "Start the file with the header row.",
+        )
+    return next(csv.reader(text.splitlines(keepends=True), delimiter=sep))
+
+
+@contextlib.contextmanager
+def _csv_body(
+    fmt: TableFormat, positions: Sequence[int], types: Mapping[int, Any], chunksize: int | None = None
+) -> Iterator[Any]:
+    """The data rows after the header record, only the columns at ``positions``: a frame, or a chunk reader
+    with ``chunksize``. pandas never sees the header, so it makes no name for the columns not read."""
+    import pandas as pd  # noqa: PLC0415 (heavy; loaded when a table is read)
+
+    with open(fmt.path, "rb") as handle:
+        handle.seek(len(_header_bytes(fmt)))
+        try:
+            result = pd.read_csv(
+                handle,
+                sep=fmt.sep,
+                encoding="utf-8",
+                header=None,
+                usecols=list(positions),
+                dtype=dict(types),
+                nrows=fmt.limits.max_rows + 1,
+                chunksize=chunksize,
+                engine="c",
+            )
+        except pd.errors.EmptyDataError:
+            raise TableError(f"the {fmt.what} has no rows", fmt.path, "Give one row per patient.") from None
+        yield result
+
+
+def _check_separator(header: Sequence[str], fmt: TableFormat) -> None:
+    """A single column whose name holds another separator: the file was saved with the wrong one."""
+    if len(header) != 1 or fmt.sep is None:
+        return
+    expected = "tab" if fmt.sep == "\t" else "comma"
+    for separator, word in ((";", "semicolon"), ("\t", "tab"), (",", "comma")):
+        if separator in header[0] and word != expected:
+            raise TableError(
+                f"the {fmt.what} looks {word}-separated (one column found)",
+                fmt.path,
+                "Save it as comma-separated CSV (or tab-separated with a .tsv name).",
+            )
+
+
+def read_table_header(fmt: TableFormat) -> tuple[str, ...]:
+    """The column names as in the file, within the limits (a CSV's header record only; a Parquet schema)."""
+    import pyarrow.parquet as pq  # noqa: PLC0415 (heavy; loaded when a table is read)
+
+    limits = fmt.limits
+    with _table_errors(fmt):
+        if fmt.sep is None:
+            metadata = pq.read_metadata(fmt.path)
+            if metadata.num_rows > limits.max_rows:
+                raise TableError(
+                    f"the {fmt.what} has more than {limits.max_rows:,} rows",
+                    fmt.path,
+                    "Split it or keep the rows needed.",
+                )
+            names = [str(c) for c in metadata.schema.to_arrow_schema().names]
+        else:
+            names = _header_record(fmt)
+    if len(names) > limits.max_columns:
+        raise TableError(
+            f"the {fmt.what} has {len(names):,} columns, above the limit of {limits.max_columns:,}",
+            fmt.path,
+            "Keep only the columns the command needs.",
+        )
+    _check_separator(names, fmt)
+    return tuple(names)
+
+
+def header_frame(header: Sequence[str]) -> Any:
+    """An empty pandas DataFrame with these columns (for column checks that take a frame)."""
+    import pandas as pd  # noqa: PLC0415 (heavy; loaded when a table is read)
+
+    # float columns of no rows: pd.DataFrame(columns=...) would build one object block per column
+    return pd.DataFrame(np.empty((0, len(header))), columns=list(header))
+
+
+def _name(column: str) -> str:
+    """A column name fit for a one-line message: control characters shown as '?', long names cut."""
+    clean = "".join("?" if ord(ch) < 32 or ord(ch) == 127 else ch for ch in column)
+    return clean if len(clean) <= _SHOWN_NAME_CHARS else clean[: _SHOWN_NAME_CHARS - 3] + "..."
+
+
+def _shown(names: Sequence[str]) -> str:
+    cut = [_name(c) for c in names[: _SHOWN_COLUMNS + 1]]
+    return ", ".join(cut[:_SHOWN_COLUMNS]) + (", ..." if len(cut) > _SHOWN_COLUMNS else "")
+
+
+def _non_numeric(fmt: TableFormat, column: str, row: int) -> TableError:
+    return TableError(
+        f"column '{_name(column)}' has a non-numeric value in data row {row:,}",
+        fmt.path,
+        "Give a number (or leave the cell empty) in every row of that column.",
+    )
+
+
+def _locate_non_numeric(fmt: TableFormat, numeric: Mapping[int, str]) -> TableError | None:
+    """The first cell of the numeric columns (position -> name) that is not a number, read again in chunks
+    as text."""
+    import pandas as pd  # noqa: PLC0415 (heavy; loaded when a table is read)
+
+    positions = sorted(numeric)
+    with _csv_body(fmt, positions, dict.fromkeys(positions, str), _LOCATE_CHUNK_ROWS) as reader:
+        for start, chunk in enumerate(reader):
+            first: tuple[int, str] | None = None
+            for j, position in enumerate(positions):
+                text = chunk.iloc[:, j]
+                bad = (pd.to_numeric(text, errors="coerce").isna() & text.notna()).to_numpy()
+                if bad.any() and (first is None or int(np.argmax(bad)) < first[0]):
+                    first = (int(np.argmax(bad)), numeric[position])
+            if first is not None:
+                return _non_numeric(fmt, first[1], start * _LOCATE_CHUNK_ROWS + first[0] + 1)
+    return None
+
+
+def _numeric_parquet_columns(frame: Any, fmt: TableFormat, numeric: Sequence[str]) -> Any:
+    import pandas as pd  # noqa: PLC0415 (heavy; loaded when a table is read)
+
+    for column in numeric:
+        series = frame[column]
+        if pd.api.types.is_numeric_dtype(series):
+            continue
+        values = pd.to_numeric(series, errors="coerce")
+        bad = (values.isna() & series.notna()).to_numpy()
+        if bad.any():
+            raise _non_numeric(fmt, column, int(np.argmax(bad)) + 1)
+        frame[column] = values.astype(np.float64)
+    return frame
+
+
+def read_table_columns(
+    fmt: TableFormat, columns: Mapping[str, ColumnType], header: Sequence[str] | None = None
+) -> Any:
+    """A pandas DataFrame of only ``columns`` (in file order), each parsed as its :class:`ColumnType`.
+
+    Other columns are never materialised. A needed column that is absent, a cell of a NUMBER column that is
+    not a number (naming its 1-based data row), a file over the limits, or one that cannot be parsed is one
+    TableError naming the file. Empty cells and NA words are missing values (NaN), for the caller to judge.
+    """
+    import pandas as pd  # noqa: PLC0415 (heavy; loaded when a table is read)
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    header = tuple(header) if header is not None else read_table_header(fmt)
+    present = set(header)
+    for column in columns:
+        if column not in present:
+            raise TableError(
+                f"column '{_name(column)}' not found; the {fmt.what} has {len(header)} columns: {_shown(header)}",
+                fmt.path,
+                "Pass the exact column name.",
+            )
+    positions = [i for i, name in enumerate(header) if name in columns]  # file order
+    wanted = [header[i] for i in positions]
+    twice = next((c for c in wanted if wanted.count(c) > 1), None)
+    if twice is not None:
+        raise TableError(
+            f"column '{_name(twice)}' appears {wanted.count(twice)} times in the {fmt.what}",
+            fmt.path,
+            "Give every column a distinct name.",
+        )
+    numeric = {i: c for i, c in zip(positions, wanted, strict=True) if columns[c] is ColumnType.NUMBER}
+    with _table_errors(fmt):
+        if fmt.sep is None:
+            frame = pq.read_table(fmt.path, columns=wanted).to_pandas()
+            frame.columns = [str(c) for c in frame.columns]
+            frame = _numeric_parquet_columns(frame, fmt, list(numeric.values()))
+        else:
+            types: dict[int, Any] = {
+                i: (np.float64 if columns[c] is ColumnType.NUMBER else str)
+                for i, c in zip(positions, wanted, strict=True)
+                if columns[c] is not ColumnType.INFER
+            }
+            try:
+                with _csv_body(fmt, positions, types) as body:
+                    frame = body
+            except ValueError as exc:
+                if isinstance(exc, pd.errors.ParserError | UnicodeDecodeError) or not numeric:
+                    raise
+                located = _locate_non_numeric(fmt, numeric)
+                if located is None:
+                    raise
+                raise located from None
+            if frame.shape[1] != len(wanted):  # not reachable for a well-formed file; never mislabel
+                raise TableError(
+                    f"the {fmt.what}'s rows do not match its header", fmt.path, "Give one value per column."
+                )
+            frame.columns = wanted
+    if len(frame) > fmt.limits.max_rows:
+        raise TableError(
+            f"the {fmt.what} has more than {fmt.limits.max_rows:,} rows",
+            fmt.path,
+            "Split it or keep the rows needed.",
+        )
+    if frame.empty:
+        raise TableError(f"the {fmt.what} has no rows", fmt.path, "Give one row per patient.")
+    return frame

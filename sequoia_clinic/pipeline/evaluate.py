@@ -19,16 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sequoia_clinic.bundles import Bundle, load_bundle
+from sequoia_clinic.bundles.manifest import Bundle
 from sequoia_clinic.bundles.reliability import attach_evaluation, read_reliability
+from sequoia_clinic.bundles.store import load_bundle
 from sequoia_clinic.errors import OptionError, TableError
-from sequoia_clinic.evaluation import GeneEvaluation, Measured, Rule, Unit, align, evaluate_genes
+from sequoia_clinic.evaluation.align import Measured, Unit, align
 from sequoia_clinic.evaluation.figures import r_histogram, top_gene_scatter
+from sequoia_clinic.evaluation.genes import GeneEvaluation, evaluate_genes
 from sequoia_clinic.evaluation.io import PredictionFile, read_predictions
+from sequoia_clinic.evaluation.rules import Rule
 from sequoia_clinic.fileio import atomic_dir, check_output_dir, csv_safe_frame
 from sequoia_clinic.settings import Settings
-from sequoia_clinic.signatures import load_mapper
-from sequoia_clinic.training import Transform, read_expression
+from sequoia_clinic.signatures.mapping import load_mapper
+from sequoia_clinic.training.expression import Transform, read_expression
 
 __all__ = [
     "EvaluateOutcome",
@@ -117,7 +120,8 @@ def evaluate_predictions(request: EvaluateRequest, settings: Settings) -> Evalua
                 request.predictions,
                 fix="Evaluate predictions made with that bundle, or leave out --bundle.",
             )
-    table = read_expression(request.expression, transform, load_mapper())
+    # only the measured columns of the predicted genes are parsed (a wide table's other genes never are)
+    table = read_expression(request.expression, transform, load_mapper(), predictions.predictions.genes)
     measured = Measured(table.patients, table.slide_ids, table.genes, table.values)
     aligned = align(
         predictions.predictions,

@@ -2,8 +2,10 @@
 
 :func:`calibrate` takes a :class:`CalibrateRequest` (which table, signature and columns; where to write)
 and the run's :class:`~sequoia_clinic.settings.Settings` (``settings.risk``: CV repeats, bootstrap counts,
-seed, penalty). The request is checked before the table is read, everything is computed before anything
-is written, and each file (the model JSON and, beside it, the model card ``<stem>.card.png``, ``.pdf``,
+seed, penalty). The request is checked before the table is read; of the table (and of the measured table)
+only the columns the fit uses are parsed, typed (:func:`cohort_columns`): times, genes and folds as numbers,
+ids, events and covariates as text, subgroup columns as pandas guesses them. Everything is computed before
+anything is written, and each file (the model JSON and, beside it, the model card ``<stem>.card.png``, ``.pdf``,
 ``.md``) is written atomically, so a bad input leaves nothing behind. Errors about one request field name
 it (``SequoiaError.option``).
 """
@@ -12,18 +14,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from sequoia_clinic.errors import OptionError
+from sequoia_clinic.fileio import (
+    ColumnType,
+    header_frame,
+    merge_column_types,
+    read_table_columns,
+    read_table_header,
+    table_format,
+)
 from sequoia_clinic.settings import Settings
-from sequoia_clinic.signatures import Signature, get_signature
+from sequoia_clinic.signatures.registry import Signature, get_signature
 from sequoia_clinic.survival.card import write_model_and_card
-from sequoia_clinic.survival.clinical import MissingRule
-from sequoia_clinic.survival.cohort import check_time_unit, read_table
+from sequoia_clinic.survival.clinical import MissingRule, parse_covariates
+from sequoia_clinic.survival.cohort import check_time_unit, match_genes, require_columns
 from sequoia_clinic.survival.cutoffs import CutoffSpec
 from sequoia_clinic.survival.fit import fit_risk_model
 from sequoia_clinic.survival.model import RiskModel
 from sequoia_clinic.survival.population import load_population
-from sequoia_clinic.survival.predicted import check_out_of_fold, expression_shrinkage
+from sequoia_clinic.survival.predicted import FOLD_COLUMN, check_out_of_fold, expression_shrinkage
 from sequoia_clinic.survival.records import ExpressionSource
 from sequoia_clinic.survival.subgroups import SubgroupSpec
 
@@ -91,6 +102,52 @@ def reliable_only(signature: Signature, reliable: frozenset[str], source: str) -
     )
 
 
+def cohort_columns(
+    request: CalibrateRequest, signature: Signature, header: tuple[str, ...]
+) -> dict[str, ColumnType]:
+    """The columns of the cohort table the fit reads, and their types; a missing one is a TableError.
+
+    Survival columns, then declared covariates, then the signature's genes (matched through the alias table,
+    so an absent gene is named as before), the patient id (and ``fold``) when splits or a measured table are
+    given, and the subgroup columns present (an absent one is refused later by the subgroup check).
+    """
+    frame = header_frame(header)
+    require_columns(frame, [request.time_col, request.event_col], request.table)
+    covariates = [column for column, _, _ in parse_covariates(",".join(request.covariates))]
+    require_columns(frame, covariates, request.table, what="covariate column")
+    genes = match_genes(frame, signature.genes, request.table).columns
+    plans: list[dict[str, ColumnType]] = [
+        {request.time_col: ColumnType.NUMBER, request.event_col: ColumnType.TEXT},
+        dict.fromkeys(covariates, ColumnType.TEXT),
+        dict.fromkeys(genes.values(), ColumnType.NUMBER),
+        {s.column: ColumnType.INFER for s in request.subgroups if s.column in frame.columns},
+    ]
+    if request.training_splits is not None or request.measured is not None:
+        require_columns(frame, [request.id_col], request.table, what="patient id column")
+        plans.append({request.id_col: ColumnType.TEXT})
+        if request.training_splits is not None and FOLD_COLUMN in frame.columns:
+            plans.append({FOLD_COLUMN: ColumnType.NUMBER})
+    return merge_column_types(*plans)
+
+
+def read_cohort_table(request: CalibrateRequest, signature: Signature) -> Any:
+    """The cohort table's needed columns only (:func:`cohort_columns`), within the table limits."""
+    fmt = table_format(request.table)
+    header = read_table_header(fmt)
+    return read_table_columns(fmt, cohort_columns(request, signature, header), header)
+
+
+def read_measured_table(path: Path, signature: Signature, id_col: str) -> Any:
+    """The measured table's patient id and signature gene columns only, typed."""
+    fmt = table_format(path)
+    header = read_table_header(fmt)
+    frame = header_frame(header)
+    require_columns(frame, [id_col], path, what="patient id column")
+    genes = match_genes(frame, signature.genes, path).columns
+    plan = merge_column_types({id_col: ColumnType.TEXT}, dict.fromkeys(genes.values(), ColumnType.NUMBER))
+    return read_table_columns(fmt, plan, header)
+
+
 def calibrate(request: CalibrateRequest, settings: Settings) -> CalibrateOutcome:
     """Fit a penalised Cox risk model of the signature's genes on the table, then write it and its card."""
     check_request(request)
@@ -98,14 +155,14 @@ def calibrate(request: CalibrateRequest, settings: Settings) -> CalibrateOutcome
     if request.reliable_genes is not None:
         signature = reliable_only(signature, request.reliable_genes, request.reliable_source)
     population = load_population(request.population) if request.population is not None else None
-    frame = read_table(request.table)
+    frame = read_cohort_table(request, signature)
     if request.training_splits is not None:
         check_out_of_fold(frame, request.training_splits, request.id_col, request.table)
     shrinkage = None
     if request.measured is not None:
         shrinkage = expression_shrinkage(
             frame,
-            read_table(request.measured),
+            read_measured_table(request.measured, signature, request.id_col),
             signature.genes,
             request.id_col,
             request.table,

@@ -2,24 +2,28 @@
 
 Everything a user can get wrong in the table is checked here, at the boundary, and reported as one
 :class:`~sequoia_clinic.errors.TableError` naming the file, the column and the fix (never a patient ID).
-Times are converted to years (days / 365.25, months / 12); all models keep time in years. Tables are read
-within stated limits (``MAX_TABLE_*``), and only the columns a caller selects from the header are parsed.
+Times are converted to years (days / 365.25, months / 12); all models keep time in years. The tables
+themselves are read by :func:`sequoia_clinic.fileio.read_table_columns` (stated limits, only the columns a
+caller needs, typed).
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from sequoia_clinic.errors import InputPathError, OptionError, TableError
-from sequoia_clinic.signatures import ColumnMatch, DuplicateGeneColumns, load_mapper, match_gene_columns
+from sequoia_clinic.errors import OptionError, TableError
+from sequoia_clinic.signatures.mapping import (
+    ColumnMatch,
+    DuplicateGeneColumns,
+    load_mapper,
+    match_gene_columns,
+)
 
 UNITS_PER_YEAR = {"days": 365.25, "months": 12.0, "years": 1.0}
 MAX_PLAUSIBLE_YEARS = 50.0  # a longest follow-up above this means the time unit is wrong
@@ -44,93 +48,6 @@ class SurvivalData:
     @property
     def n_events(self) -> int:
         return int(self.event.sum())
-
-
-MAX_TABLE_BYTES = 256 << 20  # a table file larger than this is refused before it is parsed
-MAX_TABLE_COLUMNS = 100_000
-MAX_TABLE_ROWS = 1_000_000
-ColumnSelector = Callable[[list[str]], Iterable[str]]
-
-
-def _read_frame(path: Path, suffix: str, columns: list[str] | None, header_only: bool) -> pd.DataFrame:
-    if suffix in {".parquet", ".pq"}:
-        if header_only:
-            return pd.DataFrame(columns=[str(c) for c in pq.read_schema(path).names])
-        return pd.read_parquet(path, columns=columns)
-    return pd.read_csv(
-        path,
-        sep="\t" if suffix == ".tsv" else ",",
-        encoding="utf-8",
-        usecols=columns,
-        nrows=0 if header_only else MAX_TABLE_ROWS + 1,
-        engine="c",
-    )
-
-
-def read_table(path: Path, select: ColumnSelector | None = None) -> pd.DataFrame:
-    """Read a CSV/TSV or Parquet cohort table, within stated limits, keeping only the selected columns.
-
-    The file may hold at most ``MAX_TABLE_BYTES`` bytes, ``MAX_TABLE_COLUMNS`` columns and
-    ``MAX_TABLE_ROWS`` rows; ``select`` gets the header and names the columns to read (others are never
-    parsed, so memory follows what is used, not the file's width). Every problem is one TableError.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputPathError("table not found", path, "Pass an existing CSV or Parquet file.")
-    size = path.stat().st_size
-    if size > MAX_TABLE_BYTES:
-        raise TableError(
-            f"the table has {size / 2**20:,.0f} MiB, above the limit of {MAX_TABLE_BYTES >> 20} MiB",
-            path,
-            "Keep only the columns the command needs (time, event, risk/group or gene columns).",
-        )
-    suffix = path.suffix.lower()
-    try:
-        header = [str(c) for c in _read_frame(path, suffix, None, header_only=True).columns]
-        if len(header) > MAX_TABLE_COLUMNS:
-            raise TableError(
-                f"the table has {len(header):,} columns, above the limit of {MAX_TABLE_COLUMNS:,}",
-                path,
-                "Keep only the columns the command needs.",
-            )
-        wanted = None
-        if select is not None:
-            chosen = set(select(header))
-            if chosen <= set(header):  # a missing name: read all, so the error can list the columns
-                wanted = [c for c in header if c in chosen] or None
-        frame = _read_frame(path, suffix, wanted, header_only=False)
-    except UnicodeDecodeError:
-        raise TableError("the table is not UTF-8 text", path, "Save it as UTF-8 CSV.") from None
-    except pd.errors.EmptyDataError:
-        raise TableError("the table is empty", path, "Give a header row and one row per patient.") from None
-    except (ValueError, OSError, pd.errors.ParserError, pa.ArrowException) as exc:
-        raise TableError(
-            f"cannot read the table ({type(exc).__name__})", path, "Give a CSV or Parquet file."
-        ) from None
-    if len(frame) > MAX_TABLE_ROWS:
-        raise TableError(
-            f"the table has more than {MAX_TABLE_ROWS:,} rows", path, "Split it or keep the rows needed."
-        )
-    frame.columns = [str(c) for c in frame.columns]
-    _check_separator(frame, path, suffix)
-    if frame.empty:
-        raise TableError("the table has no rows", path, "Give one row per patient.")
-    return frame
-
-
-def _check_separator(frame: pd.DataFrame, path: Path, suffix: str) -> None:
-    """A single column whose name holds another separator: the file was saved with the wrong one."""
-    if frame.shape[1] != 1:
-        return
-    name = frame.columns[0]
-    expected = "tab" if suffix == ".tsv" else "comma"
-    for separator, word in ((";", "semicolon"), ("\t", "tab"), (",", "comma")):
-        if separator in name and word != expected:
-            raise TableError(
-                f"the table looks {word}-separated (one column found)",
-                path,
-                "Save it as comma-separated CSV (or tab-separated with a .tsv name).",
-            )
 
 
 def column_list(frame: pd.DataFrame) -> str:

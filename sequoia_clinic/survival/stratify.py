@@ -24,7 +24,16 @@ import pandas as pd
 from lifelines.utils import concordance_index
 
 from sequoia_clinic.errors import OptionError, TableError
-from sequoia_clinic.fileio import atomic_dir, csv_safe_cell
+from sequoia_clinic.fileio import (
+    ColumnType,
+    atomic_dir,
+    csv_safe_cell,
+    header_frame,
+    merge_column_types,
+    read_table_columns,
+    read_table_header,
+    table_format,
+)
 from sequoia_clinic.survival import cohort as cohort_io
 from sequoia_clinic.survival.clinical import encode_with_specs
 from sequoia_clinic.survival.cohort import check_time_unit
@@ -444,6 +453,33 @@ def write_outputs(result: StratifyResult, out_dir: Path) -> list[Path]:
     return [Path(out_dir) / name for name in files]
 
 
+def table_columns(
+    request: StratifyRequest, model: RiskModel | None, header: tuple[str, ...]
+) -> dict[str, ColumnType]:
+    """The columns ``stratify`` reads, typed; only these are parsed. A missing one is a TableError.
+
+    Time (number) and event (text); then the group column (text), or the risk column (number), or, with a
+    model and no risk column, the model's gene columns (numbers) and covariate columns (text for typed
+    clinical covariates, numbers for an older model's numeric ones).
+    """
+    frame, path = header_frame(header), request.table
+    cohort_io.require_columns(frame, [request.time_col, request.event_col], path)
+    plans = [{request.time_col: ColumnType.NUMBER, request.event_col: ColumnType.TEXT}]
+    if request.group_col:
+        cohort_io.require_columns(frame, [request.group_col], path, "group column")
+        plans.append({request.group_col: ColumnType.TEXT})
+    elif request.risk_col:
+        cohort_io.require_columns(frame, [request.risk_col], path, "risk column")
+        plans.append({request.risk_col: ColumnType.NUMBER})
+    elif model is not None:
+        genes = cohort_io.gene_columns(frame, model.genes, path)
+        covariates = [spec.column for spec in model.clinical] if model.clinical else list(model.covariates)
+        cohort_io.require_columns(frame, covariates, path, "covariate column")
+        kind = ColumnType.TEXT if model.clinical else ColumnType.NUMBER
+        plans += [dict.fromkeys(genes.values(), ColumnType.NUMBER), dict.fromkeys(covariates, kind)]
+    return merge_column_types(*plans)
+
+
 def stratify_table(request: StratifyRequest) -> StratifyOutcome:
     """The whole ``stratify`` run: check the request, read the table (and model), analyse, write outputs."""
     check_time_unit(request.time_unit)
@@ -459,9 +495,9 @@ def stratify_table(request: StratifyRequest) -> StratifyOutcome:
             option="cutoffs",
         )
     model = RiskModel.load(request.model) if request.model is not None else None
-    needed = [c for c in (request.time_col, request.event_col, request.risk_col, request.group_col) if c]
-    select = (lambda header: needed) if model is None else None  # a model reads its gene columns too
-    frame = cohort_io.read_table(request.table, select)
+    fmt = table_format(request.table)
+    header = read_table_header(fmt)
+    frame = read_table_columns(fmt, table_columns(request, model, header), header)
     result = stratify(
         frame,
         time_col=request.time_col,

@@ -17,25 +17,41 @@ symbol itself if SEQUOIA predicts it, else its current HGNC symbol, else a case-
 symbols are kept as given). Columns that map to the same symbol are **averaged** and reported. The declared
 transform is applied (``log2p1``: log2(x + 1), which needs x ≥ 0; ``none``). NaN or infinite values are
 refused. Constant genes are dropped by the caller once the samples are known (:func:`drop_constant`).
+
+Tables are read within :data:`EXPRESSION_LIMITS` and only their id columns (text) and gene columns (float64)
+are parsed: other columns are never materialised, a cell of a gene column that is not a number is refused
+naming the column and data row.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from sequoia_clinic.errors import InputPathError, TableError
-from sequoia_clinic.signatures import GeneMapper
+from sequoia_clinic.fileio import (
+    ColumnType,
+    TableFormat,
+    TableLimits,
+    read_table_columns,
+    read_table_header,
+    table_format,
+)
+from sequoia_clinic.signatures.mapping import GeneMapper
 
 ID_COLUMNS = ("patient_id", "slide_id", "wsi_file_name", "tcga_project", "slide", "mpp", "fold")
 SLIDE_KEYS = ("slide_id", "wsi_file_name")
+TEXT_ID_COLUMNS = ("patient_id", *SLIDE_KEYS)  # the id columns read (as text); other id columns are skipped
+TAB_SUFFIXES = (".tsv", ".txt")
+# An expression table may be wide (20,820 genes x ~1,100 TCGA slides is ~250 MB of CSV): a larger byte limit
+# than cohort tables, the same column and row limits. Only id and gene columns are parsed, as float64.
+EXPRESSION_LIMITS = TableLimits(max_bytes=1 << 30, max_columns=100_000, max_rows=1_000_000)
 PREFIX = "rna_"
 SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
 MAX_LISTED = 5
@@ -88,25 +104,53 @@ def _listing(items: Sequence[str]) -> str:
     return shown + (f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
 
 
-def read_table(path: Path, what: str = "expression table") -> pd.DataFrame:
+def _format(path: Path, what: str) -> TableFormat:
+    """The table's reading plan after the suffix and size checks."""
     path = Path(path)
     if not path.is_file():
         raise InputPathError(f"{what} not found", path, fix="Check the path.")
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise TableError(f"unsupported {what} type '{suffix}'", path, fix="Use .csv, .tsv or .parquet.")
-    text_ids = {name: str for name in ID_COLUMNS}
-    try:
-        if suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, sep="\t" if suffix in (".tsv", ".txt") else ",", dtype=text_ids)
-    except (OSError, ValueError, UnicodeDecodeError, pa.ArrowException) as exc:
+    return table_format(path, what, EXPRESSION_LIMITS, TAB_SUFFIXES)
+
+
+def _gene_names(header: Sequence[str], path: Path) -> list[str]:
+    """The gene columns of a (stripped) header: the ``rna_`` columns if any, else every non-id column."""
+    prefixed = [c for c in header if c.startswith(PREFIX)]
+    columns = prefixed if prefixed else [c for c in header if c not in ID_COLUMNS]
+    if not columns:
         raise TableError(
-            f"cannot read the {what} ({type(exc).__name__})", path, fix="Supply an intact table."
-        ) from None
-    if frame.empty:
-        raise TableError(f"the {what} has no rows", path)
+            "the expression table has no gene columns",
+            path,
+            fix="Give one column per gene (reference format: rna_<GENE>).",
+        )
+    return columns
+
+
+def read_table(
+    path: Path,
+    what: str = "expression table",
+    mapper: GeneMapper | None = None,
+    genes: Collection[str] | None = None,
+) -> pd.DataFrame:
+    """The id columns and the gene columns of an expression table, typed (ids text, genes float64).
+
+    With ``genes`` (symbols) and a ``mapper``, only the gene columns whose symbol is one of them are read.
+    Other columns (``tcga_project``, ``mpp``, notes, ...) are never parsed. Column names are stripped.
+    """
+    fmt = _format(path, what)
+    raw = read_table_header(fmt)
+    names = {name.strip(): name for name in reversed(raw)}  # stripped -> as in the file (first kept)
+    stripped = list(dict.fromkeys(name.strip() for name in raw))
+    columns = _gene_names(stripped, fmt.path)
+    if genes is not None and mapper is not None:
+        symbols, _ = _map_symbols(columns, mapper)
+        wanted = set(genes)
+        columns = [c for c, symbol in zip(columns, symbols, strict=True) if symbol in wanted]
+    plan = {names[c]: ColumnType.TEXT for c in TEXT_ID_COLUMNS if c in names}
+    plan.update({names[c]: ColumnType.NUMBER for c in columns})
+    frame = read_table_columns(fmt, plan, raw)
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
@@ -118,10 +162,9 @@ def _ids(frame: pd.DataFrame, column: str, path: Path) -> tuple[str, ...]:
     return tuple(values.astype(str).str.strip())
 
 
-def _gene_columns(frame: pd.DataFrame, path: Path) -> list[str]:
-    prefixed = [c for c in frame.columns if c.startswith(PREFIX)]
-    columns = prefixed if prefixed else [c for c in frame.columns if c not in ID_COLUMNS]
-    if not columns:
+def _gene_columns(frame: pd.DataFrame, path: Path, restricted: bool) -> list[str]:
+    columns = [c for c in frame.columns if c not in TEXT_ID_COLUMNS]
+    if not columns and not restricted:
         raise TableError(
             "the expression table has no gene columns",
             path,
@@ -179,10 +222,16 @@ def apply_transform(values: np.ndarray, transform: Transform, path: Path) -> np.
     return np.log2(values + 1.0)
 
 
-def read_expression(path: Path, transform: Transform, mapper: GeneMapper) -> ExpressionTable:
-    """Read, check, map and transform an expression table (see the module docstring)."""
+def read_expression(
+    path: Path, transform: Transform, mapper: GeneMapper, genes: Collection[str] | None = None
+) -> ExpressionTable:
+    """Read, check, map and transform an expression table (see the module docstring).
+
+    Only the id columns and the gene columns are parsed; with ``genes`` (symbols, e.g. the predicted genes
+    ``evaluate`` compares), only the gene columns that map to one of them (the table may then hold none).
+    """
     path = Path(path)
-    frame = read_table(path)
+    frame = read_table(path, mapper=mapper, genes=genes)
     slide_key = next((k for k in SLIDE_KEYS if k in frame.columns), None)
     if slide_key is None and "patient_id" not in frame.columns:
         raise TableError(
@@ -197,7 +246,7 @@ def read_expression(path: Path, transform: Transform, mapper: GeneMapper) -> Exp
     duplicated = sorted(k for k, count in Counter(keys).items() if count > 1)
     if duplicated:
         raise TableError(f"the expression table has duplicate rows for {_listing(duplicated)}", path)
-    columns = _gene_columns(frame, path)
+    columns = _gene_columns(frame, path, restricted=genes is not None)
     values = frame[columns].to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values)
     if bad.any():

@@ -1,7 +1,7 @@
 """Property-based tests of the readers of user files: whatever the bytes, a known error or a value.
 
 The JSON reader (:func:`sequoia_clinic.fileio.parse_json_bounded`) and the table reader
-(:func:`sequoia_clinic.survival.cohort.read_table`) get arbitrary input from hypothesis; they must either
+(:func:`sequoia_clinic.fileio.read_table_columns`) get arbitrary input from hypothesis; they must either
 return a result that agrees with an independent parse, or raise their one documented error type — never
 RecursionError, MemoryError or a library exception. CSV cells written by the tool must not start a formula.
 """
@@ -20,14 +20,17 @@ from hypothesis import strategies as st
 from sequoia_clinic.errors import RiskModelError, TableError
 from sequoia_clinic.fileio import (
     CSV_FORMULA_PREFIXES,
+    ColumnType,
     JsonLimitError,
     csv_safe_cell,
     csv_safe_frame,
     json_depth,
     parse_json_bounded,
+    read_table_columns,
+    read_table_header,
+    table_format,
 )
-from sequoia_clinic.report.dicom import TextVR, vr_problem
-from sequoia_clinic.survival.cohort import read_table
+from sequoia_clinic.report.dicom_text import TextVR, vr_problem
 from sequoia_clinic.survival.model import RiskModel
 
 settings.register_profile("hostile", database=None, deadline=None)  # no example folder written
@@ -110,7 +113,7 @@ def test_table_reader_gives_the_table_or_one_table_error(tmp_path: Path, rows, s
     pd.DataFrame(rows, columns=["time", "event", "risk"]).to_csv(buffer, index=False, sep=separator)
     path.write_text(buffer.getvalue())
     try:
-        frame = read_table(path, lambda header: ["time", "risk"])
+        frame = read_table_columns(table_format(path), {"time": ColumnType.INFER, "risk": ColumnType.INFER})
     except TableError:
         return
     independent = pd.read_csv(path, sep=separator)
@@ -125,7 +128,8 @@ def test_table_reader_on_arbitrary_bytes_raises_only_table_errors(tmp_path: Path
     path = tmp_path / "t.csv"
     path.write_bytes(raw)
     try:
-        read_table(path)
+        fmt = table_format(path)
+        read_table_columns(fmt, dict.fromkeys(read_table_header(fmt), ColumnType.INFER))
     except TableError:
         pass
 
