@@ -20,7 +20,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 JSON_KEYS = [
     "slide", "format", "vendor", "width", "height", "levels", "mpp", "mpp_source", "objective_power",
-    "tissue_fraction", "tiles", "thumbnail",
+    "tissue_fraction", "tiles", "thumbnail", "qc_warnings",
 ]  # fmt: skip
 TILE_KEYS = [
     "target_mpp", "tile_px", "read_level", "read_px", "level_mpp", "level_downsample", "tile_size_level0",

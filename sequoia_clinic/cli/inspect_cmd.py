@@ -2,6 +2,8 @@
 
 Parses the options, calls :func:`sequoia_clinic.pipeline.inspect.inspect_slide` and prints its result as
 text or (``--json``) as one JSON object with the keys documented there. Patient metadata is never printed.
+The QC notes about the slide's pixels (a converted pixel format, damaged stored tiles) are printed as
+``QC warning:`` lines, with the messages ``score`` and ``predict`` give, and are ``qc_warnings`` in JSON.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def _human(report: dict[str, Any]) -> str:
     )
     if report["thumbnail"]:
         lines.append(f"thumbnail    {report['thumbnail']}")
+    lines += [f"QC warning: {note['message']}" for note in report["qc_warnings"]]  # as score/predict print
     return "\n".join(lines)
 
 

@@ -7,8 +7,16 @@ same entry together with the clustering parameters they were made with; a reader
 those parameters differ. Entries are written atomically. Each entry carries a checksum of its arrays and the
 sha256 of the encoder weights that made it; an entry that is unreadable, over its size or nesting budget,
 fails its checksum, holds non-finite numbers or was made by other weights is a miss with a reason
-(:class:`CacheLookup`), never used. The cache is an optimisation only: :meth:`FeatureCache.write_problem` probes the folder up front, and the caller treats an
-OSError from :meth:`FeatureCache.save` as "not cached", never as a failed run.
+(:class:`CacheLookup`), never used. The cache is an optimisation only: :meth:`FeatureCache.write_problem`
+probes the folder up front, and the caller treats an OSError from :meth:`FeatureCache.save` as "not cached",
+never as a failed run.
+
+An entry also keeps, in its index, the QC notes that reading the slide's pixels produced when it was made
+(damaged stored tiles, a converted pixel format; :func:`notes_to_meta` / :func:`notes_from_meta`), so that a
+cache hit, which decodes no tile, reports the same notes as the run that made it. Entries of the previous
+format (``/2``) do not hold these notes: the format is part of every key, so such an entry is never looked
+up again (a plain miss: the features are recomputed and stored under the new key), never read as "no
+notes".
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +32,16 @@ from typing import Any
 import numpy as np
 
 from sequoia_clinic.fileio import JsonLimitError, atomic_path, parse_json_bounded, probe_writable
+from sequoia_clinic.qc import QCCode, QCWarning
 
-CACHE_FORMAT = "sequoia-clinic-features/2"  # /2: entries carry a checksum and the weights' sha256
+# /2: entries carry a checksum and the weights' sha256; /3: and the slide-reading QC notes
+CACHE_FORMAT = "sequoia-clinic-features/3"
 _META = "__meta__"
 MAX_ENTRY_BYTES = 1 << 30  # an entry file larger than this is not read (4,000 x 1,024-d float32 is 16 MB)
 MAX_META_CHARS = 1 << 20
 MAX_META_DEPTH = 8
+MAX_NOTES = 32  # QC notes stored with one entry
+MAX_NOTE_CHARS = 1_000
 
 
 def arrays_checksum(arrays: Mapping[str, np.ndarray]) -> str:
@@ -40,6 +52,31 @@ def arrays_checksum(arrays: Mapping[str, np.ndarray]) -> str:
         digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def notes_to_meta(notes: Sequence[QCWarning]) -> list[list[str]]:
+    """QC notes as the entry index stores them: ``[[code, message], ...]`` in their order."""
+    return [[note.code.value, note.message] for note in notes]
+
+
+def notes_from_meta(value: object) -> tuple[QCWarning, ...]:
+    """The QC notes stored by :func:`notes_to_meta`; ValueError when ``value`` is not such a list.
+
+    Every code must be a known :class:`~sequoia_clinic.qc.QCCode` and every message a bounded string.
+    """
+    if not isinstance(value, list) or len(value) > MAX_NOTES:
+        raise ValueError(f"the stored QC notes are not a list of at most {MAX_NOTES}")
+    notes = []
+    for item in value:
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and all(isinstance(part, str) for part in item)
+            and len(item[1]) <= MAX_NOTE_CHARS
+        ):
+            raise ValueError("a stored QC note is not a [code, message] pair of strings")
+        notes.append(QCWarning(QCCode(item[0]), item[1]))  # ValueError for an unknown code
+    return tuple(notes)
 
 
 def cache_key(material: Mapping[str, Any]) -> str:

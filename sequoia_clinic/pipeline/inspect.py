@@ -8,7 +8,13 @@ mask tinted and the kept tiles outlined (atomically: no partial file on error). 
 JSON keys: slide, format, vendor, width, height, levels [{index, width, height, downsample, mpp}],
 mpp [x, y], mpp_source, objective_power, tissue_fraction, tiles {target_mpp, tile_px, read_level, read_px,
 level_mpp, level_downsample, tile_size_level0, grid_rows, grid_columns, total, candidates, kept},
-thumbnail (path or null).
+thumbnail (path or null), qc_warnings [{code, message}].
+
+``qc_warnings`` holds the notes about reading the slide's pixels, with the codes and messages that
+``predict`` and ``score`` give (:mod:`sequoia_clinic.pipeline.slide_notes`): ``pixels-converted`` (16-bit,
+grayscale, palette or alpha converted to 8-bit RGB) and ``corrupt-tiles`` (stored tiles of the read level
+that could not be decoded while the mask and the kept tiles were computed, and how many kept tiles lie over
+them: the ones ``predict``/``score`` leave out).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 
 from sequoia_clinic.errors import OptionError
 from sequoia_clinic.fileio import atomic_path, check_output_dir
+from sequoia_clinic.qc import QCWarning
 from sequoia_clinic.settings import Settings
 
 THUMBNAIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
@@ -59,6 +66,7 @@ class InspectResult:
     tissue_fraction: float
     tiles: dict[str, Any]  # the tile grid summary (TileGrid.summary keys + candidates, kept)
     thumbnail: str | None = None
+    qc_warnings: tuple[QCWarning, ...] = ()  # pixel conversion, damaged stored tiles (as score reports them)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +91,7 @@ class InspectResult:
             "tissue_fraction": self.tissue_fraction,
             "tiles": dict(self.tiles),
             "thumbnail": self.thumbnail,
+            "qc_warnings": [{"code": w.code.value, "message": w.message} for w in self.qc_warnings],
         }
 
 
@@ -106,13 +115,11 @@ def inspect_slide(request: InspectRequest, settings: Settings) -> InspectResult:
     # Imported here so that importing the pipeline package stays cheap for `--help`.
     from PIL import Image
 
-    from sequoia_clinic.slides import (
-        build_tile_grid,
-        compute_tissue_mask,
-        open_slide,
-        render_overlay,
-        select_tiles,
-    )
+    from sequoia_clinic.pipeline.slide_notes import corrupt_tiles_check, input_notes
+    from sequoia_clinic.slides.opening import open_slide
+    from sequoia_clinic.slides.overlay import render_overlay
+    from sequoia_clinic.slides.tiling import build_tile_grid, select_tiles
+    from sequoia_clinic.slides.tissue import compute_tissue_mask
 
     picture_format = thumbnail_format(request.thumbnail)
     with open_slide(request.slide, mpp=request.mpp) as slide:
@@ -125,6 +132,8 @@ def inspect_slide(request: InspectRequest, settings: Settings) -> InspectResult:
         tiles.pop("kept")
         tiles["candidates"] = int(candidates.keep.sum())
         tiles["kept"] = int(grid.keep.sum())
+        _, corrupt_note = corrupt_tiles_check(slide, grid, grid.kept_indices)
+        notes = input_notes(info, corrupt_note)  # before the thumbnail: what predict/score would read
         written: str | None = None
         if request.thumbnail is not None and picture_format is not None:
             picture = render_overlay(slide, mask, grid, max_size=THUMBNAIL_SIZE)
@@ -153,4 +162,5 @@ def inspect_slide(request: InspectRequest, settings: Settings) -> InspectResult:
             tissue_fraction=round(mask.tissue_fraction, 4),
             tiles=tiles,
             thumbnail=written,
+            qc_warnings=notes,
         )

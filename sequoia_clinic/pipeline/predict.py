@@ -20,7 +20,9 @@ is a coded :class:`~sequoia_clinic.qc.QCWarning`; the warnings never contain pat
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,44 +33,35 @@ import numpy as np
 import torch
 
 from sequoia_clinic import __version__
-from sequoia_clinic.aggregator import FoldEnsemble
-from sequoia_clinic.bundles import (
-    Bundle,
-    Preprocessing,
+from sequoia_clinic.aggregator.ensemble import FoldEnsemble
+from sequoia_clinic.bundles.manifest import Bundle, Preprocessing
+from sequoia_clinic.bundles.store import (
     load_bundle,
     load_bundle_encoder,
     load_bundle_ensemble,
     verify_encoder_weights,
 )
-from sequoia_clinic.encoders import ExtractionStats, computes_in_bf16, extract_features, resolve_device
+from sequoia_clinic.encoders.extract import ExtractionStats, extract_features
+from sequoia_clinic.encoders.model import computes_in_bf16, resolve_device
 from sequoia_clinic.errors import NoTissueError, OptionError
-from sequoia_clinic.features import (
-    FILL_RULES,
-    CacheEntry,
-    ClusterFeatures,
-    FeatureCache,
-    cache_key,
+from sequoia_clinic.features.cache import CacheEntry, FeatureCache, cache_key, notes_from_meta, notes_to_meta
+from sequoia_clinic.features.clusters import FILL_RULES, ClusterFeatures, cluster_features
+from sequoia_clinic.features.sampling import (
     check_order,
-    cluster_features,
     kmeans_order,
     reference_lattice_shape,
     resolve_tile_order,
 )
-from sequoia_clinic.fileio import atomic_path, check_output_dir, csv_safe_frame
+from sequoia_clinic.fileio import atomic_path, check_output_dir, csv_safe_cell
+from sequoia_clinic.pipeline.slide_notes import corrupt_tiles_check, input_notes
 from sequoia_clinic.progress import ProgressLike, reporter
 from sequoia_clinic.qc import QCCode, QCWarning
 from sequoia_clinic.settings import FeatureSettings, Settings
-from sequoia_clinic.slides import (
-    Slide,
-    SlideInfo,
-    TileGrid,
-    TileSelection,
-    TissueMask,
-    build_tile_grid,
-    compute_tissue_mask,
-    open_slide,
-    opened_slide_sha256,
-)
+from sequoia_clinic.slides.base import Slide, SlideInfo
+from sequoia_clinic.slides.grid import TileGrid
+from sequoia_clinic.slides.opening import open_slide, opened_slide_sha256
+from sequoia_clinic.slides.tiling import TileSelection, build_tile_grid
+from sequoia_clinic.slides.tissue import TissueMask, compute_tissue_mask
 
 DEFAULT_BUNDLE = "sequoia-brca-demo"
 
@@ -176,6 +169,9 @@ class _Features:
     clusters: ClusterFeatures | None
     extraction: ExtractionStats | None
     cache_hit: bool
+    # the QC notes reading the slide's pixels gave (pixel conversion, damaged stored tiles): kept in the
+    # cache entry, so that a hit (which decodes no tile) reports what the run that made it found
+    slide_notes: tuple[QCWarning, ...] = ()
 
 
 def resolve_feature_settings(features: FeatureSettings, pre: Preprocessing) -> FeatureSettings:
@@ -298,7 +294,8 @@ def _features_from_entry(entry: CacheEntry, grid: TileGrid, settings: Settings) 
                 QCWarning(QCCode(code), str(text)) for code, text in entry.meta["cluster_warnings"]
             ),
         )
-    return _Features(grid, a["used_indices"], a["tile_features"], clusters, None, True)
+    notes = notes_from_meta(entry.meta["slide_notes"])
+    return _Features(grid, a["used_indices"], a["tile_features"], clusters, None, True, notes)
 
 
 def _open_cache(settings: Settings) -> tuple[FeatureCache | None, str | None]:
@@ -357,18 +354,9 @@ def _write_entry(
         "cluster_method": clusters.method,
         "n_populated": clusters.n_populated,
         "cluster_warnings": [[w.code.value, w.message] for w in clusters.warnings],
+        "slide_notes": notes_to_meta(feats.slide_notes),
     }
     cache.save(key, arrays, meta, weights_sha256=settings_weights_sha256)
-
-
-def _input_notes(info: SlideInfo, corrupt_note: QCWarning | None) -> tuple[QCWarning, ...]:
-    """QC notes about the slide's pixels: a converted pixel format, damaged stored tiles."""
-    notes = []
-    if info.pixel_note is not None:
-        notes.append(QCWarning(QCCode.PIXELS_CONVERTED, f"slide pixels converted: {info.pixel_note}"))
-    if corrupt_note is not None:
-        notes.append(corrupt_note)
-    return tuple(notes)
 
 
 def _without_corrupt_tiles(
@@ -379,34 +367,15 @@ def _without_corrupt_tiles(
     The slide refuses itself past its allowance of damaged tiles; below it the prediction goes on without
     the tiles over them, and says how many stored tiles were damaged.
     """
-    corrupt = slide.corrupt_tiles(grid.level)
-    if not corrupt:
+    keep, note = corrupt_tiles_check(slide, grid, used)
+    if note is None:
         return used, tile_features, None
-    tile_w, tile_h = slide.native_tile_size(grid.level)
-    read = grid.read_px
-    corners = grid.level_coords()[np.asarray(used, dtype=np.int64)]
-    keep = np.array(
-        [
-            not any(
-                (col, row) in corrupt
-                for row in range(max(int(y), 0) // tile_h, -(-(int(y) + read) // tile_h))
-                for col in range(max(int(x), 0) // tile_w, -(-(int(x) + read) // tile_w))
-            )
-            for x, y in corners
-        ],
-        dtype=bool,
-    )
     if not keep.any():
         raise NoTissueError(
             "every usable tile overlaps a stored tile that cannot be decoded",
             slide.path,
             "The file is damaged; copy or export the slide again.",
         )
-    note = QCWarning(
-        QCCode.CORRUPT_TILES,
-        f"{slide.corrupt_tile_count} stored tile(s) of the slide could not be decoded; "
-        f"{int((~keep).sum())} tile(s) over them were left out",
-    )
     return np.asarray(used)[keep], np.asarray(tile_features)[keep], note
 
 
@@ -515,15 +484,25 @@ def load_folds(bundle: Bundle, settings: Settings) -> FoldEnsemble:
     return load_bundle_ensemble(bundle, resolve_device(settings.device), settings)
 
 
+def open_request_slide(request: PredictRequest) -> Slide:
+    """Open the request's slide: its path, format and resource budget are checked before any other work.
+
+    Pass the result to :func:`run_prediction` (``opened``) and close it afterwards.
+    """
+    return open_slide(Path(request.slide), mpp=request.mpp)
+
+
 def predict_slide(request: PredictRequest, settings: Settings, progress: ProgressLike = None) -> Prediction:
-    """The ``predict`` flow: check the output, load and check the bundle, predict every gene for one slide,
-    and write the row of the requested genes (atomically) when ``request.out`` is set."""
+    """The ``predict`` flow: check the output and the slide, load and check the bundle, predict every gene
+    for one slide, and write the row of the requested genes (atomically) when ``request.out`` is set."""
     if request.out is not None:
         check_expression_output(request.out)
-    bundle = load_bundle(request.bundle, settings)
-    if request.genes is not None:
-        check_genes(request.genes, bundle)
-    prediction = run_prediction(request, bundle, load_folds(bundle, settings), settings, progress)
+    with open_request_slide(request) as slide:  # a bad slide is refused before the bundle is loaded
+        bundle = load_bundle(request.bundle, settings)
+        if request.genes is not None:
+            check_genes(request.genes, bundle)
+        folds = load_folds(bundle, settings)
+        prediction = run_prediction(request, bundle, folds, settings, progress, opened=slide)
     if request.out is not None:
         write_expression_row(prediction, list(request.genes or prediction.genes), request.out)
     return prediction
@@ -546,8 +525,6 @@ def check_expression_output(out: Path) -> None:
 def write_expression_row(prediction: Prediction, genes: list[str], out: Path) -> None:
     """One row: identifiers and QC counts, then the predicted value of each gene (no slide file name: it may
     carry a patient identifier; the content hash identifies the slide)."""
-    import pandas as pd
-
     meta = {
         "slide_sha256": prediction.slide_sha256,
         "bundle": prediction.bundle_name,
@@ -556,12 +533,24 @@ def write_expression_row(prediction: Prediction, genes: list[str], out: Path) ->
         "tiles_used": len(prediction.used_indices),
         "clusters_populated": prediction.clusters.n_populated,
     }
-    frame = pd.DataFrame([{**meta, **prediction.gene_values(genes)}])
+    row = {**meta, **prediction.gene_values(genes)}
     with atomic_path(out) as tmp:
-        if out.suffix.lower() == ".csv":
-            csv_safe_frame(frame).to_csv(tmp, index=False, float_format="%.6g")
+        if out.suffix.lower() == ".csv":  # the csv module: one row needs no pandas (~100 MB in a worker)
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle, lineterminator="\n")
+                writer.writerow([csv_safe_cell(name) for name in row])
+                writer.writerow([_csv_value(value) for value in row.values()])
         else:
-            frame.to_parquet(tmp, index=False)
+            import pandas as pd
+
+            pd.DataFrame([row]).to_parquet(tmp, index=False)
+
+
+def _csv_value(value: object) -> object:
+    """A cell as pandas' ``to_csv(float_format="%.6g")`` writes it (text neutralised, floats to 6 digits)."""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return csv_safe_cell(value)
 
 
 def check_genes(genes: Sequence[str], bundle: Bundle) -> None:
@@ -587,11 +576,14 @@ def run_prediction(
     ensemble: FoldEnsemble,
     settings: Settings,
     progress: ProgressLike = None,
+    opened: Slide | None = None,
 ) -> Prediction:
     """Predict the bundle's genes for one slide (fold-mean) with folds already loaded.
 
     The slide is opened once: its content hash, tissue mask, tile grid, tile pixels and (when asked for)
-    the report thumbnail all come from that one opening.
+    the report thumbnail all come from that one opening. ``opened`` is that opening when the caller made
+    it already (:func:`open_request_slide`, to refuse a bad slide before any other work); the caller then
+    closes it. Otherwise the slide is opened, and closed, here.
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -604,8 +596,8 @@ def run_prediction(
     mpp = request.mpp
 
     thumbnail = None
-    corrupt_note: QCWarning | None = None
-    with open_slide(slide_path, mpp=mpp) as slide:
+    opening = contextlib.nullcontext(opened) if opened is not None else open_slide(slide_path, mpp=mpp)
+    with opening as slide:
         t0 = time.perf_counter()
         slide_hash = opened_slide_sha256(slide)
         timings["hash_slide"] = time.perf_counter() - t0
@@ -625,7 +617,8 @@ def run_prediction(
             if actual != precision:  # cannot happen while both use computes_in_bf16; never mislabel
                 precision, key = actual, _tile_key(slide_hash, mpp, bundle, settings, actual)
             used, tile_features, corrupt_note = _without_corrupt_tiles(slide, grid, used, tile_features)
-            feats = _Features(grid, used, tile_features, None, stats, False)
+            notes = input_notes(info, corrupt_note)
+            feats = _Features(grid, used, tile_features, None, stats, False, notes)
         if request.thumbnail_px is not None:
             t0 = time.perf_counter()
             thumbnail = slide.thumbnail(request.thumbnail_px)
@@ -667,8 +660,7 @@ def run_prediction(
         used_indices=np.asarray(feats.used, dtype=np.int64),
         tile_features=feats.tile_features,
         clusters=clusters,
-        qc_warnings=_qc_warnings(bundle, info, feats.grid, clusters, cache_note)
-        + _input_notes(info, corrupt_note),
+        qc_warnings=_qc_warnings(bundle, info, feats.grid, clusters, cache_note) + feats.slide_notes,
         genes=bundle.genes,
         expression=mean[0],
         per_fold=per_fold[:, 0, :],

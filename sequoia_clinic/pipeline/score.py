@@ -11,8 +11,8 @@ The flow, each step owned by a stage or a sibling module:
 
 :func:`score_slide` is a pure function of its request and settings apart from the clock (``created`` and
 the timings), so two runs on the same slide give the same ``result.json`` modulo those keys. The request
-is checked (patient options, output folder) before any work; outputs are moved into place only when every
-file succeeded.
+is checked (patient options, output folder, the slide opened) before any work; outputs are moved into place
+only when every file succeeded.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from sequoia_clinic import __version__
-from sequoia_clinic.aggregator import FoldEnsemble
+from sequoia_clinic.aggregator.ensemble import FoldEnsemble
 from sequoia_clinic.aggregator.spatial import sampled_tile_maps
-from sequoia_clinic.bundles import Bundle, load_bundle
+from sequoia_clinic.bundles.manifest import Bundle
 from sequoia_clinic.bundles.reliability import read_reliability
+from sequoia_clinic.bundles.store import load_bundle
 from sequoia_clinic.clinical_choices import SpecimenType
 from sequoia_clinic.errors import RiskModelError
 from sequoia_clinic.fileio import check_output_dir, sha256_file
@@ -48,6 +49,7 @@ from sequoia_clinic.pipeline.predict import (
     Prediction,
     PredictRequest,
     load_folds,
+    open_request_slide,
     run_prediction,
 )
 from sequoia_clinic.pipeline.repeatability import repeatability
@@ -64,18 +66,13 @@ from sequoia_clinic.pipeline.report_records import (
 )
 from sequoia_clinic.progress import ProgressLike
 from sequoia_clinic.qc import QCWarning
-from sequoia_clinic.report import (
-    Provenance,
-    ReportData,
-    SlideImages,
-    TileHeatmap,
-    make_report_id,
-)
 from sequoia_clinic.report.deidentify import deidentify_report, deidentify_study, pseudonym_key
 from sequoia_clinic.report.files import OutputFormat, write_report_files
+from sequoia_clinic.report.model import Provenance, ReportData, SlideImages, TileHeatmap, make_report_id
 from sequoia_clinic.settings import Settings
-from sequoia_clinic.survival import PatientRisk, RiskModel
+from sequoia_clinic.slides.base import Slide
 from sequoia_clinic.survival.clinical import ClinicalInputs
+from sequoia_clinic.survival.model import PatientRisk, RiskModel
 from sequoia_clinic.survival.tripod import tripod_items
 
 DEFAULT_RISK_MODEL = default_risk_model()  # shipped in the package (sequoia_clinic/locations.py)
@@ -173,12 +170,32 @@ def score_slide(
     on_stage: StageCallback | None = None,
     now: dt.datetime | None = None,
 ) -> ScoreOutcome:
-    """Run every stage for one slide and write the requested outputs atomically into ``request.out_dir``."""
+    """Run every stage for one slide and write the requested outputs atomically into ``request.out_dir``.
+
+    The request and the slide (path, format, resource budget: it is opened here, once) are checked before
+    the first stage is announced, so a refused slide gives its one error and nothing else.
+    """
+    started = time.perf_counter()
     check_patient_options(request.patient)
     check_output_dir(request.out_dir)
+    predict = PredictRequest(request.slide, request.bundle, request.mpp, thumbnail_px=THUMBNAIL_PX)
+    with open_request_slide(predict) as slide:
+        return _score_opened(request, predict, slide, settings, progress, on_stage, now, started)
+
+
+def _score_opened(
+    request: ScoreRequest,
+    predict: PredictRequest,
+    slide: Slide,
+    settings: Settings,
+    progress: ProgressLike,
+    on_stage: StageCallback | None,
+    now: dt.datetime | None,
+    started: float,
+) -> ScoreOutcome:
+    """:func:`score_slide` once its slide is open (closed by the caller)."""
     stage = on_stage or (lambda name: None)
     now = now or dt.datetime.now(dt.UTC)
-    started = time.perf_counter()
     timings: dict[str, float] = {}
 
     stage("Loading the model bundle and the risk model")
@@ -195,8 +212,7 @@ def score_slide(
     timings["load_models"] = time.perf_counter() - t0
 
     stage("Reading the slide and predicting expression")
-    predict = PredictRequest(request.slide, request.bundle, request.mpp, thumbnail_px=THUMBNAIL_PX)
-    prediction = run_prediction(predict, bundle, ensemble, settings, progress)
+    prediction = run_prediction(predict, bundle, ensemble, settings, progress, opened=slide)
     # the prediction's own total is the parent of its parts: recorded once, as "inference"
     timings["inference"] = prediction.timings["total"]
     timings.update({f"inference.{k}": v for k, v in prediction.timings.items() if k != "total"})
