@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benches/bench_precision.py
 	$(BIN)/python benches/bench_train.py
 	$(BIN)/python benches/bench_cohort.py
+	$(BIN)/python benches/bench_start.py
 
 # Static checks, run first by `make test` (and so by CI): lint, formatting, types.
 lint: $(STAMP)

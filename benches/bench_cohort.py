@@ -49,7 +49,7 @@ from sequoia_clinic.pipeline.cohort_store import CohortStore
 from sequoia_clinic.pipeline.score import ScoreRequest, score_slide
 from sequoia_clinic.report.files import OutputFormat
 from sequoia_clinic.settings import ModelSettings, Settings
-from sequoia_clinic.slides import open_slide
+from sequoia_clinic.slides.opening import open_slide
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SLIDE = REPO / "sequoia_clinic" / "demo" / "CMU-1-Small-Region.svs"

@@ -1,22 +1,29 @@
-"""Tile-encoder throughput: the streaming batched pipeline vs a naive one-tile-at-a-time loop, side by side.
+"""Tile-encoder throughput: the streaming batched pipeline vs the reference's one-tile loop, side by side.
 
 Same slide, same tiles, same network, same machine, one run. The default slide is a mosaic of the demo
 slide's real pixels (``--mosaic`` x ``--mosaic`` mirrored copies, written once to a temporary JPEG TIFF
 with 240 px stored tiles at 0.5 um/px, as Aperio scanners store them), so that the timing covers ~900
 tiles rather than the demo slide's 88 (whose runs last a tenth of a second and are mostly start-up):
 
-* naive   — what the reference scripts do: for each tile, ``read_region`` it from the slide, PIL →
-            ``Resize(224) → ToTensor → Normalize``, ``model(x[None])`` under ``no_grad``, ``.cpu().numpy()``;
-* pipeline — ``sequoia_clinic``: the batched tile reader (each stored tile decoded once) in a background
-            thread, uint8 → device, batched resize/normalise, ``inference_mode``, channels-last, batches of
-            ``--batch-size``; run twice, in float32 and in bfloat16 autocast (when the device has native
+* reference — the reference's own feature loop as it is: tiles already cut and in memory (sequoia-pub reads
+            them from its HDF5 file, so no slide decoding is timed for it), one tile per forward pass, PIL
+            ``Resize(224) → ToTensor → Normalize``, float32, ``no_grad``, ``.cpu().numpy()`` per tile;
+* read_region — the same one-tile loop, each tile read from the slide with ``read_region`` (what the
+            reference's spatial script does; the README's earlier "naive" figure);
+* pipeline — ``sequoia_clinic`` from the slide: the batched tile reader (each stored tile decoded once) in a
+            background thread, uint8 → device, batched resize/normalise, ``inference_mode``, channels-last,
+            batches of ``--batch-size``; run in float32 and in bfloat16 autocast (when the device has native
             bf16). The default ``--precision auto`` of ``predict``/``score`` is bf16 on such a device.
+
+The headline ratio is pipeline / reference loop, fp32 and default precision separately (targets >= 1.2x and
+>= 2x). The pipeline decodes its tiles and the reference loop does not, so the comparison favours the
+reference.
 
 It also reports the compute-only speed-up (both on preloaded pixels), the achieved GFLOP/s of the encoder
 (FLOPs counted by ``torch.utils.flop_counter``) against a plain matmul of the same dtype on this machine,
 and how far bf16 features are from fp32 ones. Encoders: ``uni``-shaped ViT-L/16 (random weights) on the first
-``--uni-tiles`` tiles (0 skips it), then the demo bundle's ``demo-vit`` on every tile of the grid. The
-headline ratios (end to end, default precision) are printed last.
+``--uni-tiles`` tiles (0 skips it), ResNet-50 on the first ``--resnet-tiles``, then the demo bundle's
+``demo-vit`` on every tile of the grid. The headline ratios are printed last.
 
     .venv/bin/python benches/bench_encoder.py [--slide PATH | --mosaic 3] [--batch-size 32] [--uni-tiles 32]
 """
@@ -24,6 +31,7 @@ headline ratios (end to end, default precision) are printed last.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import tempfile
 import time
@@ -36,16 +44,14 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
-from sequoia_clinic.encoders import (
-    ENCODERS,
-    TileEncoder,
-    computes_in_bf16,
-    extract_features,
-    has_native_bf16,
-    random_encoder,
-)
+from sequoia_clinic.encoders.extract import extract_features
+from sequoia_clinic.encoders.model import TileEncoder, computes_in_bf16, has_native_bf16, random_encoder
+from sequoia_clinic.encoders.registry import ENCODERS
 from sequoia_clinic.settings import Settings
-from sequoia_clinic.slides import build_tile_grid, compute_tissue_mask, iter_tile_batches, open_slide
+from sequoia_clinic.slides.opening import open_slide
+from sequoia_clinic.slides.tile_reader import iter_tile_batches
+from sequoia_clinic.slides.tiling import build_tile_grid
+from sequoia_clinic.slides.tissue import compute_tissue_mask
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SLIDE = REPO / "sequoia_clinic" / "demo" / "CMU-1-Small-Region.svs"
@@ -103,6 +109,24 @@ def naive(slide, grid, indices: np.ndarray, encoder: TileEncoder) -> tuple[np.nd
         if grid.read_px != grid.tile_px:  # the reference reads 256 * AppMag / 20 px, then resizes to 256
             patch = patch.resize((grid.tile_px, grid.tile_px), Image.BILINEAR)
         tensor = transform(patch.convert("RGB")).to(encoder.device)
+        with torch.no_grad():
+            out.append(model(tensor[None])[0].cpu().numpy())
+    return np.stack(out), time.perf_counter() - start
+
+
+def reference_loop(
+    pixels: np.ndarray, encoder: TileEncoder, model: torch.nn.Module
+) -> tuple[np.ndarray, float]:
+    """The reference's feature loop as it is: tiles already cut (sequoia-pub reads them from its HDF5 file,
+    so no slide decoding is timed), one tile per forward pass, PIL ``Resize → ToTensor → Normalize``, float32,
+    ``no_grad``, ``.cpu().numpy()`` per tile."""
+    spec = encoder.spec
+    steps = [transforms.Resize(spec.input_px)] if spec.input_px != pixels.shape[1] else []
+    transform = transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
+    out = []
+    start = time.perf_counter()
+    for tile in pixels:
+        tensor = transform(Image.fromarray(tile)).to(encoder.device)
         with torch.no_grad():
             out.append(model(tensor[None])[0].cpu().numpy())
     return np.stack(out), time.perf_counter() - start
@@ -173,6 +197,7 @@ class Run:
 class Outcome:
     name: str
     ratios: dict[str, float]  # precision -> pipeline vs naive
+    reference: dict[str, float]  # precision -> pipeline vs the reference loop (pre-cut tiles, batch 1, fp32)
     gflops: dict[str, float]  # precision -> batched encoder GFLOP/s
 
 
@@ -197,10 +222,14 @@ def bench(
     pixels = np.concatenate(
         [b.pixels for b in iter_tile_batches(slide, grid, indices, settings.tiles)], axis=0
     )
-    t_naive = float("inf")
+    # the reference runs the network as loaded (contiguous memory format), not our channels-last copy
+    ref_model = copy.deepcopy(runs["fp32"].encoder.network).to(memory_format=torch.contiguous_format)
+    t_naive = t_ref = float("inf")
     for _ in range(repeats):
         slow, seconds = naive(slide, grid, indices, runs["fp32"].encoder)
         t_naive = min(t_naive, seconds)
+        _, seconds = reference_loop(pixels, runs["fp32"].encoder, ref_model)
+        t_ref = min(t_ref, seconds)
         for precision, run in runs.items():
             run.features, seconds = pipeline(slide, grid, indices, run.encoder, settings)
             run.pipeline = min(run.pipeline, seconds)
@@ -215,12 +244,13 @@ def bench(
         f"\n[{name}] {n} tiles, batch {settings.encoder_batch_size}, {device}, {flops / 1e9:.2f} GFLOP/tile, "
         f"best of {repeats}"
     )
-    print(f"  naive loop, fp32       {n / t_naive:9.2f} tiles/s   ({t_naive:.2f} s)")
+    print(f"  reference loop, fp32   {n / t_ref:9.2f} tiles/s   ({t_ref:.2f} s)  pre-cut tiles, batch 1")
+    print(f"  read_region loop, fp32 {n / t_naive:9.2f} tiles/s   ({t_naive:.2f} s)  read_region per tile")
     for precision, run in runs.items():
         mark = "   <- default (--precision auto)" if precision == default else ""
         print(
             f"  pipeline {precision}          {n / run.pipeline:9.2f} tiles/s   ({run.pipeline:.2f} s)  "
-            f"{t_naive / run.pipeline:.2f}x naive{mark}"
+            f"{t_ref / run.pipeline:.2f}x reference, {t_naive / run.pipeline:.2f}x read_region{mark}"
         )
     fp32 = runs["fp32"]
     print(
@@ -243,7 +273,12 @@ def bench(
         print(
             f"  bf16 vs fp32 features: relative L2 {rel:.2e}, min cosine {cosine_min(bf16, fp32.features):.6f}"
         )
-    return Outcome(name, {p: t_naive / run.pipeline for p, run in runs.items()}, gflops)
+    return Outcome(
+        name,
+        {p: t_naive / run.pipeline for p, run in runs.items()},
+        {p: t_ref / run.pipeline for p, run in runs.items()},
+        gflops,
+    )
 
 
 def main() -> None:
@@ -254,6 +289,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--uni-tiles", type=int, default=32, help="tiles for the ViT-L run (0 = skip)")
     parser.add_argument("--uni-repeats", type=int, default=1, help="rounds for the ViT-L run (~100 s each)")
+    parser.add_argument(
+        "--resnet-tiles", type=int, default=256, help="tiles for the ResNet-50 run (0 = skip)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per measurement (best is kept)")
     args = parser.parse_args()
@@ -282,6 +320,9 @@ def run(args: argparse.Namespace, slide_path: Path) -> None:
         if args.uni_tiles > 0:
             uni = every[: args.uni_tiles]
             outcomes.append(bench("uni", slide, grid, uni, settings, device, args.uni_repeats))
+        if args.resnet_tiles > 0:
+            resnet = every[: args.resnet_tiles]
+            outcomes.append(bench("resnet50", slide, grid, resnet, settings, device, args.repeats))
         outcomes.append(bench("demo-vit", slide, grid, every, settings, device, args.repeats))
     # measured before and after: the best is the machine's figure
     peak = {p: max(g, matmul_gflops(device, dtypes[p])) for p, g in peak.items()}
@@ -294,12 +335,17 @@ def run(args: argparse.Namespace, slide_path: Path) -> None:
             f"{p} {g:.1f} GFLOP/s = {g / peak[p]:.0%} of {p} matmul" for p, g in outcome.gflops.items()
         )
         print(f"{outcome.name} batched encoder: {shares}")
-    print(f"\npipeline vs naive loop, end to end (default precision here: {default}; target >= 3x on CPU):")
+    print(
+        f"\npipeline (slide to features) vs the reference loop (pre-cut tiles, batch 1, fp32, no_grad); "
+        f"default precision here: {default}; targets: default >= 2x, fp32 >= 1.2x"
+    )
     for outcome in outcomes:
-        others = ", ".join(f"{p} {r:.2f}x" for p, r in outcome.ratios.items() if p != default)
+        fp32 = outcome.reference["fp32"]
         print(
-            f"  {outcome.name:9s} {outcome.ratios[default]:.2f}x"
-            + (f"   (pipeline {others})" if others else "")
+            f"  {outcome.name:9s} default {outcome.reference[default]:.2f}x "
+            f"[{'met' if outcome.reference[default] >= 2 else 'NOT met'}]   fp32 {fp32:.2f}x "
+            f"[{'met' if fp32 >= 1.2 else 'NOT met'}]   (vs a read_region loop: default "
+            f"{outcome.ratios[default]:.2f}x, fp32 {outcome.ratios['fp32']:.2f}x)"
         )
 
 

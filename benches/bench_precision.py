@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from sequoia_clinic.bundles import load_bundle, load_bundle_ensemble
-from sequoia_clinic.encoders import has_native_bf16
-from sequoia_clinic.features import cluster_features
+from sequoia_clinic.bundles.store import load_bundle, load_bundle_ensemble
+from sequoia_clinic.encoders.model import has_native_bf16
+from sequoia_clinic.features.clusters import cluster_features
 from sequoia_clinic.locations import default_cache_dir, default_risk_model, weights_cache_dir
 from sequoia_clinic.pipeline.predict import Prediction, PredictRequest, run_prediction
 from sequoia_clinic.settings import ModelSettings, Precision, Settings

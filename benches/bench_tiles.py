@@ -166,9 +166,11 @@ def reference_tiling(path: Path, cap: int) -> dict:
 
 # ---- ours and the decode bound -----------------------------------------------------------------------------
 def ours_tiling(path: Path, order_name: str, cap: int) -> dict:
-    from sequoia_clinic.features import check_order, reference_lattice_shape
+    from sequoia_clinic.features.sampling import check_order, reference_lattice_shape
     from sequoia_clinic.settings import Settings, TileOrder
-    from sequoia_clinic.slides import TileSelection, build_tile_grid, compute_tissue_mask, open_slide
+    from sequoia_clinic.slides.opening import open_slide
+    from sequoia_clinic.slides.tiling import TileSelection, build_tile_grid
+    from sequoia_clinic.slides.tissue import compute_tissue_mask
 
     settings = Settings()
     started = time.perf_counter()
@@ -204,9 +206,11 @@ def raw_decode(path: Path, limit: int, candidates_only: bool) -> dict:
     import imagecodecs
     import tifffile
 
-    from sequoia_clinic.features import check_order, reference_lattice_shape
+    from sequoia_clinic.features.sampling import check_order, reference_lattice_shape
     from sequoia_clinic.settings import Settings, TileOrder
-    from sequoia_clinic.slides import build_tile_grid, compute_tissue_mask, open_slide
+    from sequoia_clinic.slides.opening import open_slide
+    from sequoia_clinic.slides.tiling import build_tile_grid
+    from sequoia_clinic.slides.tissue import compute_tissue_mask
 
     with tifffile.TiffFile(path) as tiff:
         page = tiff.pages[0]
@@ -246,7 +250,10 @@ def reader_pass(kind: str, repeats: int) -> dict:
     import tiffslide
 
     from sequoia_clinic.settings import Settings
-    from sequoia_clinic.slides import build_tile_grid, compute_tissue_mask, iter_tile_batches, open_slide
+    from sequoia_clinic.slides.opening import open_slide
+    from sequoia_clinic.slides.tile_reader import iter_tile_batches
+    from sequoia_clinic.slides.tiling import build_tile_grid
+    from sequoia_clinic.slides.tissue import compute_tissue_mask
 
     settings = Settings()
     with open_slide(DEMO_SLIDE) as slide:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import mean_absolute_error
 
-from sequoia_clinic.aggregator import VisConfig
+from sequoia_clinic.aggregator.configs import VisConfig
 from sequoia_clinic.training.checkpoint import FoldState, save_best, save_last
 from sequoia_clinic.training.data import Recipe
 from sequoia_clinic.training.loop import _train_epoch, autocast_for, make_optimiser, mean_gene_r, predict_rows

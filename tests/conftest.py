@@ -168,7 +168,7 @@ def gse7390_table() -> pd.DataFrame:
     """
     from sksurv.datasets import load_breast_cancer
 
-    from sequoia_clinic.signatures import get_signature
+    from sequoia_clinic.signatures.registry import get_signature
 
     x, y = load_breast_cancer()
     signature = get_signature("wang76")
@@ -194,7 +194,7 @@ def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def demo_bundle(user_cache: Path):
     """The shipped demo bundle ``sequoia-brca-demo`` (weights generated into the session's cache)."""
-    from sequoia_clinic.bundles import load_bundle
+    from sequoia_clinic.bundles.store import load_bundle
     from sequoia_clinic.settings import ModelSettings, Settings
 
     settings = Settings(models=ModelSettings(weights_cache_dir=weights_cache_dir(user_cache)))

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from sequoia_clinic.aggregator import FoldEnsemble, VisConfig, build_vis
+from sequoia_clinic.aggregator.configs import VisConfig
+from sequoia_clinic.aggregator.ensemble import FoldEnsemble
 from sequoia_clinic.aggregator.spatial import spatial_expression
+from sequoia_clinic.aggregator.vis import build_vis
 
 TILE = 512.0  # level-0 pixels per tile (a 40x slide read at 20x)
 

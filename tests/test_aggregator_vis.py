@@ -11,14 +11,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sequoia_clinic.aggregator import (
-    FoldEnsemble,
-    He2rnaConfig,
-    VisConfig,
-    build_he2rna,
-    build_vis,
-    load_fold,
-)
+from sequoia_clinic.aggregator.configs import He2rnaConfig, VisConfig
+from sequoia_clinic.aggregator.ensemble import FoldEnsemble, load_fold
+from sequoia_clinic.aggregator.he2rna import build_he2rna
+from sequoia_clinic.aggregator.vis import build_vis
 from sequoia_clinic.errors import BundleError, ChecksumError, WeightsError
 from sequoia_clinic.fileio import sha256_file
 

@@ -13,18 +13,20 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sequoia_clinic.aggregator import VisConfig, build_vis
-from sequoia_clinic.bundles import (
+from sequoia_clinic.aggregator.configs import VisConfig
+from sequoia_clinic.aggregator.vis import build_vis
+from sequoia_clinic.bundles.importer import import_bundle
+from sequoia_clinic.bundles.manifest import parse_bundle
+from sequoia_clinic.bundles.store import (
     SHIPPED_MODELS,
-    import_bundle,
     load_bundle,
     load_bundle_encoder,
     load_bundle_ensemble,
-    parse_bundle,
     scan_bundles,
     verify_bundle,
 )
-from sequoia_clinic.encoders import ENCODERS, random_encoder
+from sequoia_clinic.encoders.model import random_encoder
+from sequoia_clinic.encoders.registry import ENCODERS
 from sequoia_clinic.errors import BundleError, ChecksumError, OptionError
 from sequoia_clinic.fileio import sha256_file
 from sequoia_clinic.settings import ModelSettings, Settings

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sequoia_clinic.signatures import get_signature
-from sequoia_clinic.survival import RiskModel
+from sequoia_clinic.signatures.registry import get_signature
+from sequoia_clinic.survival.model import RiskModel
 
 FAST = ["--cv-repeats", "1", "--bootstrap", "10"]
 

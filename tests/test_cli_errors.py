@@ -125,7 +125,7 @@ def _compact(text: str) -> str:
 
 def test_help_lists_the_real_choices(cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")  # wide enough that rich does not break a list of choices
-    from sequoia_clinic.aggregator.ensemble import AGGREGATORS
+    from sequoia_clinic.aggregator.registry import AGGREGATORS
     from sequoia_clinic.encoders.registry import ENCODERS
     from sequoia_clinic.report.files import OutputFormat
 

@@ -12,8 +12,8 @@ import pytest
 from sequoia_clinic.clinical_choices import MissingRule
 from sequoia_clinic.errors import OptionError, TableError
 from sequoia_clinic.settings import RiskSettings
-from sequoia_clinic.signatures import DuplicateGeneColumns, get_signature, load_mapper, match_gene_columns
-from sequoia_clinic.survival import RiskModel, fit_risk_model
+from sequoia_clinic.signatures.mapping import DuplicateGeneColumns, load_mapper, match_gene_columns
+from sequoia_clinic.signatures.registry import get_signature
 from sequoia_clinic.survival.clinical import (
     ClinicalInputs,
     CovariateKind,
@@ -22,6 +22,8 @@ from sequoia_clinic.survival.clinical import (
     parse_covariates,
     patient_predictors,
 )
+from sequoia_clinic.survival.fit import fit_risk_model
+from sequoia_clinic.survival.model import RiskModel
 
 FAST = RiskSettings(cv_repeats=1, n_bootstrap_metrics=10, n_bootstrap_fit=10)
 ROOT = Path(__file__).resolve().parents[1]

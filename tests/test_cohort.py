@@ -74,12 +74,12 @@ def cohort(
 ) -> Iterator[FixtureCohort]:
     import torch
 
-    from sequoia_clinic.bundles import load_bundle
+    from sequoia_clinic.bundles.store import load_bundle
     from sequoia_clinic.locations import weights_cache_dir
     from sequoia_clinic.pipeline.predict import PredictRequest, load_folds, run_prediction
     from sequoia_clinic.pipeline.score import DEFAULT_RISK_MODEL
     from sequoia_clinic.settings import FeatureSettings, ModelSettings, Settings
-    from sequoia_clinic.survival import RiskModel
+    from sequoia_clinic.survival.model import RiskModel
 
     folder = tmp_path_factory.mktemp("cohort")
     slides: list[tuple[str, str]] = []  # (slide as written in the manifest, slide_id)
@@ -244,7 +244,7 @@ def test_run_scores_good_slides_and_fails_the_bad_ones(single: Run, cohort: Fixt
 def test_table_values_match_independent_predictions(
     single: Run, cohort: FixtureCohort, gene_list_csv: Path
 ) -> None:
-    from sequoia_clinic.survival import RiskModel
+    from sequoia_clinic.survival.model import RiskModel
 
     genes = list(pd.read_csv(gene_list_csv)["gene"])
     expression = pd.read_parquet(single.out / "expression.parquet")

@@ -10,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sequoia_clinic.encoders import ENCODERS, array_batches, extract_features, random_encoder
+from sequoia_clinic.encoders.extract import array_batches, extract_features
+from sequoia_clinic.encoders.model import random_encoder
+from sequoia_clinic.encoders.registry import ENCODERS
 from sequoia_clinic.pipeline.predict import PredictRequest, load_folds, run_prediction
 from sequoia_clinic.settings import Device, Precision, Settings
 

@@ -10,14 +10,15 @@ import pytest
 
 from sequoia_clinic.errors import ReportError
 from sequoia_clinic.pipeline.patient import patient_from_metadata, study_from_metadata
-from sequoia_clinic.report import PatientInfo
 from sequoia_clinic.report.dicom import (
     ENCAPSULATED_PDF_STORAGE,
-    StudyInfo,
     read_encapsulated_pdf,
     write_encapsulated_pdf,
 )
-from sequoia_clinic.slides import SlideMetadata, open_slide
+from sequoia_clinic.report.dicom_text import StudyInfo
+from sequoia_clinic.report.model import PatientInfo
+from sequoia_clinic.slides.base import SlideMetadata
+from sequoia_clinic.slides.opening import open_slide
 
 PATIENT = PatientInfo(
     name="Doe, Jane", patient_id="PAT-0012345", birth_date="1961-04-23", sex="F", accession="S24-004711"

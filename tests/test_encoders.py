@@ -13,18 +13,15 @@ from PIL import Image
 from safetensors.torch import save_file
 from torchvision import transforms
 
-from sequoia_clinic.encoders import (
-    ENCODERS,
-    array_batches,
+from sequoia_clinic.encoders.extract import ArrayBatch, array_batches, extract_features
+from sequoia_clinic.encoders.model import (
     computes_in_bf16,
     create_network,
-    extract_features,
-    get_encoder_spec,
     has_native_bf16,
     load_encoder,
     random_encoder,
 )
-from sequoia_clinic.encoders.extract import ArrayBatch
+from sequoia_clinic.encoders.registry import ENCODERS, get_encoder_spec
 from sequoia_clinic.errors import ChecksumError, OptionError, WeightsError
 from sequoia_clinic.fileio import sha256_file
 

@@ -16,12 +16,15 @@ from scipy import stats
 from sklearn.metrics import root_mean_squared_error
 from synthetic_cohort import SMALL_VIS, make_cohort, settings_for, write_cohort
 
-from sequoia_clinic.bundles import load_bundle, verify_bundle
 from sequoia_clinic.bundles.reliability import read_reliability
-from sequoia_clinic.evaluation import Measured, Predictions, Rule, Unit, align, evaluate_genes
+from sequoia_clinic.bundles.store import load_bundle, verify_bundle
+from sequoia_clinic.evaluation.align import Measured, Predictions, Unit, align
+from sequoia_clinic.evaluation.genes import evaluate_genes
+from sequoia_clinic.evaluation.rules import Rule
 from sequoia_clinic.evaluation.stats import benjamini_hochberg, pearson, rmse, steiger
 from sequoia_clinic.pipeline.train import TrainRequest, train_bundle
-from sequoia_clinic.training import Recipe, Transform
+from sequoia_clinic.training.data import Recipe
+from sequoia_clinic.training.expression import Transform
 
 try:
     from statsmodels.stats.multitest import fdrcorrection as _statsmodels_bh

@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from sequoia_clinic.features import (
-    CacheLookup,
-    FeatureCache,
-    cache_key,
-    check_order,
-    cluster_features,
-    first_passing,
-    kmeans_order,
-)
+from sequoia_clinic.features.cache import CacheLookup, FeatureCache, cache_key
+from sequoia_clinic.features.clusters import cluster_features
+from sequoia_clinic.features.sampling import check_order, first_passing, kmeans_order
 from sequoia_clinic.settings import TileOrder
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from sequoia_clinic.report import validate_result
+from sequoia_clinic.report.schema import validate_result
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "sequoia_clinic", "models", "templates")

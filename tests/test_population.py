@@ -13,9 +13,9 @@ from sequoia_clinic.clinical_choices import SpecimenType
 from sequoia_clinic.errors import InputPathError
 from sequoia_clinic.pipeline.clinical import Adequacy, AdequacyRule, InadequateSpecimen, check_adequacy
 from sequoia_clinic.qc import QCCode
-from sequoia_clinic.report import validate_result
-from sequoia_clinic.survival import RiskModel
+from sequoia_clinic.report.schema import validate_result
 from sequoia_clinic.survival.clinical import ClinicalInputs
+from sequoia_clinic.survival.model import RiskModel
 from sequoia_clinic.survival.population import Population, load_population, population_flags
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,11 +15,11 @@ import torch
 import typer
 from skimage.exposure import is_low_contrast
 
-from sequoia_clinic.bundles import load_bundle_encoder
+from sequoia_clinic.bundles.store import load_bundle_encoder
 from sequoia_clinic.cli.common import user_errors
-from sequoia_clinic.encoders import has_native_bf16
+from sequoia_clinic.encoders.model import has_native_bf16
 from sequoia_clinic.errors import ChecksumError, OptionError
-from sequoia_clinic.features import FeatureCache
+from sequoia_clinic.features.cache import FeatureCache
 from sequoia_clinic.fileio import atomic_path
 from sequoia_clinic.pipeline import predict as inference
 from sequoia_clinic.pipeline.predict import (
@@ -29,8 +29,9 @@ from sequoia_clinic.pipeline.predict import (
     run_prediction,
 )
 from sequoia_clinic.settings import FeatureSettings, Settings
-from sequoia_clinic.slides import build_tile_grid, compute_tissue_mask, open_slide
-from sequoia_clinic.slides.tissue import saturation
+from sequoia_clinic.slides.opening import open_slide
+from sequoia_clinic.slides.tiling import build_tile_grid
+from sequoia_clinic.slides.tissue import compute_tissue_mask, saturation
 
 META = ["slide_sha256", "bundle", "bundle_version", "bundle_trained", "tiles_used", "clusters_populated"]
 CMU_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"  # from the data README

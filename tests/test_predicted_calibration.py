@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 
 from sequoia_clinic.errors import TableError
-from sequoia_clinic.signatures import get_signature
-from sequoia_clinic.survival.cox import _unpenalised, baseline_at, breslow_baseline
+from sequoia_clinic.signatures.registry import get_signature
+from sequoia_clinic.survival.baseline import baseline_at
+from sequoia_clinic.survival.cox import _unpenalised, breslow_baseline
 from sequoia_clinic.survival.metrics import calibration_slope
 from sequoia_clinic.survival.predicted import check_out_of_fold, expression_shrinkage
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sequoia_clinic.features import cluster_features
+from sequoia_clinic.features.clusters import cluster_features
 from sequoia_clinic.pipeline.predict import PredictRequest, load_folds, run_prediction
 from sequoia_clinic.pipeline.repeatability import UNSTABLE_SHARE, Repeatability, repeatability
 from sequoia_clinic.qc import QCCode
 from sequoia_clinic.settings import Settings
-from sequoia_clinic.survival import RiskModel
+from sequoia_clinic.survival.model import RiskModel
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "risk" / "gse7390-wang76.json"
 

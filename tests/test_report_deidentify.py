@@ -16,14 +16,16 @@ import pytest
 from example_report import EXAMPLE_PATIENT, example_report_data
 from pypdf import PdfReader
 
-from sequoia_clinic.report import render_report_pdf_bytes, result_dict
 from sequoia_clinic.report.deidentify import (
     deidentify_report,
     deidentify_study,
     pseudonym_key,
     pseudonymise,
 )
-from sequoia_clinic.report.dicom import StudyInfo, read_encapsulated_pdf, write_encapsulated_pdf
+from sequoia_clinic.report.dicom import read_encapsulated_pdf, write_encapsulated_pdf
+from sequoia_clinic.report.dicom_text import StudyInfo
+from sequoia_clinic.report.pdf import render_report_pdf_bytes
+from sequoia_clinic.report.result import result_dict
 from sequoia_clinic.settings import ReportSettings
 
 KEY = b"site-secret"

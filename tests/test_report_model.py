@@ -11,7 +11,8 @@ from example_report import example_report_data
 
 from sequoia_clinic.errors import ReportError
 from sequoia_clinic.qc import QCCode, QCWarning
-from sequoia_clinic.report import AbsoluteRisk, GeneRow, SignatureResult, content, make_report_id
+from sequoia_clinic.report import content
+from sequoia_clinic.report.model import AbsoluteRisk, GeneRow, SignatureResult, make_report_id
 from sequoia_clinic.report.templates import default_templates_dir, load_report_text
 
 

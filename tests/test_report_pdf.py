@@ -11,8 +11,8 @@ from example_report import EXAMPLE_PATIENT, example_report_data
 from pypdf import PdfReader
 
 from sequoia_clinic.errors import ReportError
-from sequoia_clinic.report import PatientInfo, render_report_pdf, render_report_pdf_bytes
-from sequoia_clinic.report.model import AbsoluteRisk, RiskResult
+from sequoia_clinic.report.model import AbsoluteRisk, PatientInfo, RiskResult
+from sequoia_clinic.report.pdf import render_report_pdf, render_report_pdf_bytes
 from sequoia_clinic.settings import ReportSettings
 
 FAST = ReportSettings(figure_dpi=90)  # figures at low resolution: layout and text are unchanged

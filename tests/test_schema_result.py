@@ -12,7 +12,8 @@ from example_report import example_report_data
 from jsonschema import Draft202012Validator
 
 from sequoia_clinic.errors import ResultSchemaError
-from sequoia_clinic.report import RESULT_SCHEMA_PATH, result_dict, validate_result, without_volatile
+from sequoia_clinic.report.result import result_dict, without_volatile
+from sequoia_clinic.report.schema import RESULT_SCHEMA_PATH, validate_result
 
 
 @pytest.fixture(scope="module")

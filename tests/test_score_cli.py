@@ -18,7 +18,8 @@ import pydicom
 import pytest
 from pypdf import PdfReader
 
-from sequoia_clinic.report import validate_result, without_volatile
+from sequoia_clinic.report.result import without_volatile
+from sequoia_clinic.report.schema import validate_result
 
 PATIENT = ["--patient-name", "Testperson, Alice", "--patient-id", "PID-778899", "--birth-date", "1970-02-03"]
 PATIENT += ["--sex", "F", "--accession", "ACC-55443"]
@@ -269,7 +270,7 @@ def test_calibration_warning_follows_the_models_expression_source() -> None:
     from sequoia_clinic.pipeline.report_records import calibration_warning
     from sequoia_clinic.pipeline.score import DEFAULT_RISK_MODEL
     from sequoia_clinic.qc import QCCode
-    from sequoia_clinic.survival import RiskModel
+    from sequoia_clinic.survival.model import RiskModel
     from sequoia_clinic.survival.records import ExpressionSource
 
     model = RiskModel.load(DEFAULT_RISK_MODEL)
@@ -286,7 +287,7 @@ def test_calibration_warning_follows_the_models_expression_source() -> None:
 def test_dicom_report_references_the_level0_instance(cmu_dicom: Path) -> None:
     import pydicom
 
-    from sequoia_clinic.slides import open_slide
+    from sequoia_clinic.slides.opening import open_slide
 
     with open_slide(cmu_dicom) as slide:
         meta = slide.info.metadata

@@ -10,12 +10,9 @@ import pandas as pd
 import pytest
 
 from sequoia_clinic.errors import SignatureError, TableError
-from sequoia_clinic.signatures import (
-    collapse_probes,
-    get_signature,
-    load_signature_file,
-)
 from sequoia_clinic.signatures.mapping import DATA_DIR
+from sequoia_clinic.signatures.probes import collapse_probes
+from sequoia_clinic.signatures.registry import get_signature, load_signature_file
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,10 @@ from sequoia_clinic.errors import (
     SlideFormatError,
 )
 from sequoia_clinic.settings import TileSettings
-from sequoia_clinic.slides import choose_read_level, open_slide, slide_files, slide_sha256
 from sequoia_clinic.slides.base import SlideInfo, SlideMetadata
 from sequoia_clinic.slides.mpp import mpp_from_tiff_resolution
+from sequoia_clinic.slides.opening import open_slide, slide_files, slide_sha256
+from sequoia_clinic.slides.tiling import choose_read_level
 
 CMU_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"  # data README
 

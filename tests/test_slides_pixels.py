@@ -14,7 +14,7 @@ import pytest
 import tifffile
 
 from sequoia_clinic.errors import SlideFormatError
-from sequoia_clinic.slides import open_slide
+from sequoia_clinic.slides.opening import open_slide
 
 RES = {"resolution": (2e4, 2e4), "resolutionunit": "CENTIMETER"}  # 0.5 um/px
 RNG = np.random.default_rng(7)

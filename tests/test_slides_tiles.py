@@ -18,17 +18,16 @@ from PIL import Image
 
 from sequoia_clinic.errors import NoTissueError
 from sequoia_clinic.settings import Settings, TileSettings
-from sequoia_clinic.slides import (
+from sequoia_clinic.slides.opening import open_slide
+from sequoia_clinic.slides.overlay import render_overlay
+from sequoia_clinic.slides.tile_reader import NativeTileCache, iter_tile_batches
+from sequoia_clinic.slides.tiling import (
     build_tile_grid,
-    compute_tissue_mask,
-    iter_tile_batches,
-    open_slide,
-    render_overlay,
+    mask_fractions,
     select_tiles,
+    tile_passes_pixel_check,
 )
-from sequoia_clinic.slides.tile_reader import NativeTileCache
-from sequoia_clinic.slides.tiling import mask_fractions, tile_passes_pixel_check
-from sequoia_clinic.slides.tissue import TissueMask
+from sequoia_clinic.slides.tissue import TissueMask, compute_tissue_mask
 
 SETTINGS = Settings()
 

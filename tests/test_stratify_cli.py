@@ -12,8 +12,8 @@ from lifelines import CoxPHFitter
 from lifelines.statistics import logrank_test, multivariate_logrank_test
 from lifelines.utils import concordance_index
 
-from sequoia_clinic.signatures import get_signature
-from sequoia_clinic.survival import RiskModel
+from sequoia_clinic.signatures.registry import get_signature
+from sequoia_clinic.survival.model import RiskModel
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "risk" / "gse7390-wang76.json"
 

@@ -15,8 +15,8 @@ import pytest
 from lifelines.utils import concordance_index
 
 from sequoia_clinic.errors import OptionError
-from sequoia_clinic.signatures import get_signature
-from sequoia_clinic.survival import RiskModel
+from sequoia_clinic.signatures.registry import get_signature
+from sequoia_clinic.survival.model import RiskModel
 from sequoia_clinic.survival.subgroups import SubgroupSpec, parse_subgroup
 
 FAST = ["--cv-repeats", "1", "--bootstrap", "10"]

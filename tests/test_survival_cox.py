@@ -14,8 +14,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from sequoia_clinic.errors import OptionError, RiskModelError, TableError
 from sequoia_clinic.settings import RiskSettings
-from sequoia_clinic.signatures import Signature
-from sequoia_clinic.survival import CutoffSpec, fit_risk_model
+from sequoia_clinic.signatures.registry import Signature
 from sequoia_clinic.survival import cox as cox_module
 from sequoia_clinic.survival import fit as fit_module
 from sequoia_clinic.survival.cohort import parse_event, survival_data
@@ -26,8 +25,8 @@ from sequoia_clinic.survival.cox import (
     partial_log_likelihood,
     standardisation,
 )
-from sequoia_clinic.survival.cutoffs import assign_groups, resolve_cutoffs
-from sequoia_clinic.survival.fit import cv_repeat
+from sequoia_clinic.survival.cutoffs import CutoffSpec, assign_groups, resolve_cutoffs
+from sequoia_clinic.survival.fit import cv_repeat, fit_risk_model
 from sequoia_clinic.survival.km import hazard_ratios_vs_reference
 from sequoia_clinic.survival.metrics import calibration_slope
 

@@ -11,12 +11,13 @@ from sklearn.model_selection import StratifiedKFold
 
 from sequoia_clinic.errors import OptionError, RiskModelError, TableError
 from sequoia_clinic.settings import RiskSettings
-from sequoia_clinic.signatures import Signature, get_signature
-from sequoia_clinic.survival import CutoffSpec, RiskModel, fit_risk_model
+from sequoia_clinic.signatures.registry import Signature, get_signature
 from sequoia_clinic.survival import fit as fit_module
 from sequoia_clinic.survival.cox import PenaltyOptions, fit_cox, standardisation
-from sequoia_clinic.survival.fit import cv_repeat
+from sequoia_clinic.survival.cutoffs import CutoffSpec
+from sequoia_clinic.survival.fit import cv_repeat, fit_risk_model
 from sequoia_clinic.survival.metrics import OutOfFold
+from sequoia_clinic.survival.model import RiskModel
 
 FAST = RiskSettings(cv_repeats=2, n_bootstrap_metrics=20, n_bootstrap_fit=20)
 

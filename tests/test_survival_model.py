@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 
 from sequoia_clinic.errors import OptionError, RiskModelError
-from sequoia_clinic.signatures import get_signature
-from sequoia_clinic.survival import RiskModel
-from sequoia_clinic.survival.model import HorizonRisk
+from sequoia_clinic.signatures.registry import get_signature
+from sequoia_clinic.survival.model import HorizonRisk, RiskModel
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "risk" / "gse7390-wang76.json"
 

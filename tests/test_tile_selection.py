@@ -22,22 +22,17 @@ from skimage.exposure import is_low_contrast
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from sequoia_clinic.bundles import parse_bundle
+from sequoia_clinic.bundles.manifest import parse_bundle
 from sequoia_clinic.cli.options import build_settings
 from sequoia_clinic.errors import BundleError
-from sequoia_clinic.features import check_order, first_passing, kmeans_order, reference_lattice_shape
+from sequoia_clinic.features.sampling import check_order, first_passing, kmeans_order, reference_lattice_shape
 from sequoia_clinic.pipeline.predict import PredictRequest, load_folds, run_prediction
 from sequoia_clinic.settings import FeatureSettings, Settings, TileOrder
-from sequoia_clinic.slides import (
-    TileSelection,
-    build_tile_grid,
-    compute_tissue_mask,
-    iter_tile_batches,
-    open_slide,
-    select_tiles,
-    tiling,
-)
-from sequoia_clinic.slides.tile_reader import NativeTileCache, TileReader
+from sequoia_clinic.slides import tiling
+from sequoia_clinic.slides.opening import open_slide
+from sequoia_clinic.slides.tile_reader import NativeTileCache, TileReader, iter_tile_batches
+from sequoia_clinic.slides.tiling import TileSelection, build_tile_grid, select_tiles
+from sequoia_clinic.slides.tissue import compute_tissue_mask
 
 SETTINGS = Settings()
 

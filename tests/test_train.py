@@ -24,18 +24,20 @@ from safetensors.torch import load_file
 from sklearn.linear_model import RidgeCV
 from synthetic_cohort import LEVELS, SMALL_VIS, make_cohort, settings_for, write_cohort
 
-from sequoia_clinic.aggregator import load_fold
-from sequoia_clinic.bundles import load_bundle
+from sequoia_clinic.aggregator.ensemble import load_fold
+from sequoia_clinic.bundles.store import load_bundle
 from sequoia_clinic.errors import OptionError, TableError
 from sequoia_clinic.evaluation.io import read_predictions
 from sequoia_clinic.evaluation.stats import correlation
 from sequoia_clinic.pipeline.features import read_reference_h5
 from sequoia_clinic.pipeline.train import TrainRequest, train_bundle
 from sequoia_clinic.settings import Device
-from sequoia_clinic.signatures import get_signature, load_mapper
-from sequoia_clinic.training import Recipe, Selection, Transform, check_folds, patient_kfold, read_expression
+from sequoia_clinic.signatures.mapping import load_mapper
+from sequoia_clinic.signatures.registry import get_signature
 from sequoia_clinic.training.checkpoint import SelectionState
-from sequoia_clinic.training.folds import Fold, read_splits, restrict, splits_json
+from sequoia_clinic.training.data import Recipe, Selection
+from sequoia_clinic.training.expression import Transform, read_expression
+from sequoia_clinic.training.folds import Fold, check_folds, patient_kfold, read_splits, restrict, splits_json
 from sequoia_clinic.training.loop import select
 
 RECIPE = Recipe(lr=3e-3, batch_size=32, max_epochs=30, patience=8)

@@ -1,26 +1,7 @@
 """Slide-level aggregators: SEQUOIA's ViS (checkpoint-compatible), the HE2RNA baseline, fold ensembles,
-and the spatial (sliding-window) mode."""
+and the spatial (sliding-window) mode.
 
-from sequoia_clinic.aggregator.ensemble import (
-    AGGREGATORS,
-    FoldEnsemble,
-    aggregator_kind,
-    load_ensemble,
-    load_fold,
-)
-from sequoia_clinic.aggregator.he2rna import HE2RNA, He2rnaConfig, build_he2rna
-from sequoia_clinic.aggregator.vis import ViS, VisConfig, build_vis
-
-__all__ = [
-    "AGGREGATORS",
-    "HE2RNA",
-    "FoldEnsemble",
-    "He2rnaConfig",
-    "ViS",
-    "VisConfig",
-    "aggregator_kind",
-    "build_he2rna",
-    "build_vis",
-    "load_ensemble",
-    "load_fold",
-]
+Import what you need from its module (``ensemble``, ``he2rna``, ``vis``): this package imports nothing
+itself, so that a light command never pays for a heavy stage (torch, timm, lifelines, matplotlib ... are
+imported only by the modules that use them).
+"""

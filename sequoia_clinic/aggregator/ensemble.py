@@ -1,54 +1,24 @@
-"""Aggregator registry and fold ensembles: build from a config, load each fold strictly, average folds.
+"""Fold ensembles: build from a config (``registry.py``), load each fold strictly, average folds.
 
-The registry maps an aggregator kind (the ``aggregator.kind`` of a bundle manifest) to its config parser
-and builder. A :class:`FoldEnsemble` holds one model per fold; its prediction is the arithmetic mean of the
+A :class:`FoldEnsemble` holds one model per fold; its prediction is the arithmetic mean of the
 fold outputs, as SEQUOIA's ``predict_independent_dataset.py`` does for external slides. (For TCGA slides
 only the fold whose test split holds the slide is out-of-sample; ``per_fold`` keeps every fold's output.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from sequoia_clinic.aggregator.he2rna import He2rnaConfig, build_he2rna
-from sequoia_clinic.aggregator.vis import VisConfig, build_vis
+from sequoia_clinic.aggregator.registry import aggregator_kind
 from sequoia_clinic.errors import BundleError
 from sequoia_clinic.weightio import HashMemo, load_strict, read_state_dict, verify_sha256
-
-
-@dataclass(frozen=True)
-class AggregatorKind:
-    name: str
-    parse: Callable[[Mapping[str, Any], str], Any]  # (config dict, source) -> config record
-    build: Callable[[Any, bool], nn.Module]  # (config record, meta) -> module
-    description: str
-
-
-AGGREGATORS: Mapping[str, AggregatorKind] = MappingProxyType(
-    {
-        "vis": AggregatorKind(
-            "vis", VisConfig.from_dict, build_vis, "SEQUOIA ViS (SummaryMixing transformer)"
-        ),
-        "he2rna": AggregatorKind("he2rna", He2rnaConfig.from_dict, build_he2rna, "HE2RNA MLP baseline"),
-    }
-)
-
-
-def aggregator_kind(name: str) -> AggregatorKind:
-    try:
-        return AGGREGATORS[name]
-    except KeyError:
-        raise BundleError(
-            f"unknown aggregator kind '{name}'", fix=f"Use one of: {', '.join(AGGREGATORS)}."
-        ) from None
 
 
 def load_fold(

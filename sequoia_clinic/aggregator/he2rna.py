@@ -11,45 +11,10 @@ match the ``gevaertlab/he2rna-*`` checkpoints; their input is 2048-d ResNet-50 f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import torch
 from torch import nn
 
-from sequoia_clinic.errors import BundleError
-
-
-@dataclass(frozen=True)
-class He2rnaConfig:
-    input_dim: int
-    output_dim: int
-    layers: tuple[int, ...] = (256, 256)
-    ks: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
-    num_clusters: int = 100
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "config.json") -> He2rnaConfig:
-        try:
-            return cls(
-                input_dim=int(data["input_dim"]),
-                output_dim=int(data["output_dim"]),
-                layers=tuple(int(v) for v in data.get("layers", (256, 256))),
-                ks=tuple(int(v) for v in data.get("ks", (1, 2, 5, 10, 20, 50, 100))),
-                num_clusters=int(data.get("num_clusters", 100)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"malformed HE2RNA config ({exc})", source) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["layers"], out["ks"] = list(self.layers), list(self.ks)
-        return out
-
-    @property
-    def num_outputs(self) -> int:
-        return self.output_dim
+from sequoia_clinic.aggregator.configs import He2rnaConfig
 
 
 class HE2RNA(nn.Module):

@@ -16,50 +16,12 @@ There is no output activation (predictions can be negative). GELU is exact; Laye
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import nn
 
-from sequoia_clinic.errors import BundleError
-
-
-@dataclass(frozen=True)
-class VisConfig:
-    """The fields of a SEQUOIA ``config.json`` (``device`` is ignored: we run where the user chooses)."""
-
-    num_outputs: int
-    input_dim: int
-    depth: int
-    nheads: int
-    dimensions_f: int
-    dimensions_s: int
-    dimensions_c: int
-    num_clusters: int = 100
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "config.json") -> VisConfig:
-        """Parse a config mapping; unknown keys other than ``device`` are refused."""
-        fields = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - fields - {"device"})
-        if unknown:
-            raise BundleError(f"unknown ViS config fields {unknown}", source)
-        values: dict[str, int] = {}
-        for name in fields:
-            if name not in data:
-                if name == "num_clusters":
-                    continue
-                raise BundleError(f"ViS config lacks '{name}'", source)
-            value = data[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise BundleError(f"ViS config '{name}' must be a positive integer, got {value!r}", source)
-            values[name] = value
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+from sequoia_clinic.aggregator.configs import VisConfig
 
 
 class SummaryMixing(nn.Module):
@@ -129,7 +91,9 @@ class ViS(nn.Module):
     def __init__(self, config: VisConfig) -> None:
         super().__init__()
         self.config = config
-        self.pos_emb1D = nn.Parameter(torch.randn(config.num_clusters, config.input_dim))
+        self.pos_emb1D = nn.Parameter(torch.empty(config.num_clusters, config.input_dim))
+        if not self.pos_emb1D.is_meta:  # the values torch.randn would give; a meta tensor is never drawn
+            nn.init.normal_(self.pos_emb1D)  # (normal_ on meta imports sympy: 0.5-2 s of every run)
         self.transformer = SummaryTransformer(config)
         self.linear_head = nn.Sequential(
             nn.LayerNorm(config.input_dim), nn.Linear(config.input_dim, config.num_outputs)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from sequoia_clinic import __version__
-from sequoia_clinic.aggregator.ensemble import aggregator_kind, load_fold
+from sequoia_clinic.aggregator.ensemble import load_fold
+from sequoia_clinic.aggregator.registry import aggregator_kind
 from sequoia_clinic.bundles.manifest import BUNDLE_FORMAT, MANIFEST_NAME, Bundle, file_entry, read_gene_list
 from sequoia_clinic.bundles.store import verify_bundle
 from sequoia_clinic.encoders.model import load_encoder

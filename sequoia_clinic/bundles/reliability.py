@@ -17,16 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from sequoia_clinic.bundles.manifest import MANIFEST_NAME, Bundle, file_entry, parse_bundle
 from sequoia_clinic.errors import BundleError
 from sequoia_clinic.fileio import atomic_path, write_json_atomic
 from sequoia_clinic.weightio import verify_sha256
+
+if TYPE_CHECKING:  # pandas/pyarrow are imported where a table is read or written, not by every score
+    import pandas as pd
 
 RELIABILITY_RULE = "strict"
 REQUIRED_COLUMNS = ("gene", "r", "passes_strict")
@@ -53,6 +52,9 @@ class GeneReliability:
 
 def attach_evaluation(folder: Path, table: pd.DataFrame, record: Mapping[str, Any]) -> Bundle:
     """Store ``table`` as the bundle's evaluation and add its entry (plus ``record``) to the manifest."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"evaluation table lacks {missing}")
@@ -86,6 +88,9 @@ def read_reliability(bundle: Bundle) -> GeneReliability | None:
         return None
     path = bundle.path / ref.file.file
     verify_sha256(path, ref.file.sha256, what="evaluation table")
+    import pandas as pd
+    import pyarrow as pa
+
     try:
         frame = pd.read_parquet(path, columns=list(REQUIRED_COLUMNS))
     except (OSError, ValueError, pa.ArrowException) as exc:

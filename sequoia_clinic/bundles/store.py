@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from sequoia_clinic.aggregator.ensemble import FoldEnsemble, aggregator_kind, load_ensemble
+from sequoia_clinic.aggregator.ensemble import FoldEnsemble, load_ensemble
+from sequoia_clinic.aggregator.registry import aggregator_kind
 from sequoia_clinic.bundles.generate import RECIPES, write_generated
 from sequoia_clinic.bundles.manifest import MANIFEST_NAME, Bundle, FileRef, parse_bundle
 from sequoia_clinic.encoders.model import TileEncoder, create_network, load_encoder

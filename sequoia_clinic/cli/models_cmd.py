@@ -29,7 +29,7 @@ models_app = App(help="List, verify and import model bundles.", no_args_is_help=
 def list_command(models_dir: ModelsDirOpt = None, as_json: JsonOpt = False) -> None:
     """List the bundles found in the search folders."""
     # Imported here, not at module level (torch, timm), so the CLI starts fast.
-    from sequoia_clinic.bundles import scan_bundles
+    from sequoia_clinic.bundles.store import scan_bundles
 
     listings = scan_bundles(build_settings(models_dir=models_dir))
     if as_json:
@@ -86,7 +86,7 @@ def verify_command(
 ) -> None:
     """Check the sha256 of every file of a bundle against its manifest."""
     # Imported here, not at module level (torch, timm), so the CLI starts fast.
-    from sequoia_clinic.bundles import verify_bundle
+    from sequoia_clinic.bundles.store import verify_bundle
 
     report = verify_bundle(bundle, build_settings(models_dir=models_dir))
     table = Table(title=f"{report.bundle.name} {report.bundle.version}")
@@ -146,7 +146,7 @@ def import_command(
 ) -> None:
     """Build a bundle from local UNI weights and SEQUOIA checkpoint folders (no download)."""
     # Imported here, not at module level (torch, timm), so the CLI starts fast.
-    from sequoia_clinic.bundles import import_bundle
+    from sequoia_clinic.bundles.importer import import_bundle
 
     bundle = import_bundle(
         name=name,

@@ -144,13 +144,13 @@ def positive_number(value: str) -> float:
 
 
 def _encoder_names() -> tuple[str, ...]:
-    from sequoia_clinic.encoders.registry import ENCODERS  # torch: only when this option is used
+    from sequoia_clinic.encoders.registry import ENCODERS
 
     return tuple(ENCODERS)
 
 
 def _aggregator_names() -> tuple[str, ...]:
-    from sequoia_clinic.aggregator.ensemble import AGGREGATORS  # torch: only when this option is used
+    from sequoia_clinic.aggregator.registry import AGGREGATORS
 
     return tuple(AGGREGATORS)
 

@@ -21,10 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as tvf
 
 from sequoia_clinic.encoders.registry import EncoderSpec
 from sequoia_clinic.errors import OptionError
@@ -38,6 +35,8 @@ def create_network(spec: EncoderSpec, meta: bool = False) -> torch.nn.Module:
     With ``meta=True`` the parameters live on the meta device (no memory, no random init) and must be
     filled by :func:`~sequoia_clinic.weightio.load_strict`.
     """
+    import timm  # ~1 s with torchvision: only when a network is made (a feature-cache hit makes none)
+
     if meta:
         with torch.device("meta"):
             net = timm.create_model(spec.timm_name, pretrained=False, **spec.kwargs())
@@ -134,6 +133,9 @@ class TileEncoder:
         x = pixels.permute(0, 3, 1, 2)
         size = self.spec.input_px
         if x.shape[-2:] != (size, size):
+            from torchvision.transforms import InterpolationMode  # loaded with timm by create_network
+            from torchvision.transforms.v2 import functional as tvf
+
             x = tvf.resize(x, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True)
         # Normalise in (n, S, S, 3) layout: broadcasting over the last, contiguous axis is ~2x faster than
         # over dim 1 of a channels-last NCHW tensor; permuting back gives a channels-last NCHW view.

@@ -6,21 +6,8 @@
 - :mod:`.genes`: every statistic per gene plus a summary that records the protocol;
 - :mod:`.io`: the prediction-table layout shared with ``train``;
 - :mod:`.figures`: r histogram and top-gene scatters.
+
+Import what you need from its module (``align``, ``genes``, ``rules``): this package imports nothing itself,
+so that a light command never pays for a heavy stage (torch, timm, lifelines, matplotlib ... are imported
+only by the modules that use them).
 """
-
-from sequoia_clinic.evaluation.align import Aligned, Measured, Predictions, Unit, align
-from sequoia_clinic.evaluation.genes import COLUMNS, EvaluationSummary, GeneEvaluation, evaluate_genes
-from sequoia_clinic.evaluation.rules import Rule
-
-__all__ = [
-    "COLUMNS",
-    "Aligned",
-    "EvaluationSummary",
-    "GeneEvaluation",
-    "Measured",
-    "Predictions",
-    "Rule",
-    "Unit",
-    "align",
-    "evaluate_genes",
-]

@@ -26,8 +26,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 
 from sequoia_clinic.qc import QCCode, QCWarning
 
@@ -56,6 +54,9 @@ def _fill_row(tile_features: np.ndarray, fill: str) -> np.ndarray:
 
 
 def _kmeans_labels(tile_features: np.ndarray, n_clusters: int, seed: int, n_init: int) -> np.ndarray:
+    from sklearn.cluster import KMeans  # ~0.8 s of import: only when a slide is clustered
+    from sklearn.exceptions import ConvergenceWarning
+
     with warnings.catch_warnings():
         # "Number of distinct clusters found smaller than n_clusters": handled below as empty clusters.
         warnings.simplefilter("ignore", ConvergenceWarning)

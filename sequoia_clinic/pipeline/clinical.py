@@ -21,8 +21,8 @@ from sequoia_clinic.bundles.manifest import SpecimenMinimums
 from sequoia_clinic.clinical_choices import SpecimenType
 from sequoia_clinic.errors import OptionError, SequoiaError
 from sequoia_clinic.qc import QCCode, QCWarning
-from sequoia_clinic.survival import RiskModel
 from sequoia_clinic.survival.clinical import ClinicalInputs, patient_predictors
+from sequoia_clinic.survival.model import RiskModel
 from sequoia_clinic.survival.population import population_flags
 
 

@@ -117,10 +117,10 @@ def _check_request(request: CohortRequest) -> None:
 
 def make_plan(manifest: Manifest, request: CohortRequest, settings: Settings) -> Plan:
     """Load the bundle and risk model once, check they fit, and fix the key context of every result."""
-    from sequoia_clinic.bundles import load_bundle
+    from sequoia_clinic.bundles.store import load_bundle
     from sequoia_clinic.pipeline.predict import effective_settings
     from sequoia_clinic.pipeline.score import DEFAULT_RISK_MODEL
-    from sequoia_clinic.survival import RiskModel
+    from sequoia_clinic.survival.model import RiskModel
 
     bundle = load_bundle(request.bundle, settings)  # generates missing demo weights once, here
     model_path = Path(request.risk_model) if request.risk_model is not None else DEFAULT_RISK_MODEL

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from sequoia_clinic.errors import SequoiaError, TableError
-from sequoia_clinic.slides import slide_files
+from sequoia_clinic.slides.opening import slide_files
 from sequoia_clinic.survival.cohort import FALSE_WORDS, MAX_PLAUSIBLE_YEARS, MIN_PLAUSIBLE_YEARS, TRUE_WORDS
 from sequoia_clinic.units import TimeUnit
 

@@ -30,7 +30,7 @@ from sequoia_clinic.fileio import atomic_path, sha256_file, write_json_atomic
 from sequoia_clinic.pipeline.cohort_plan import Plan
 from sequoia_clinic.pipeline.cohort_store import CohortStore
 from sequoia_clinic.pipeline.cohort_table import CohortTables, RowStatus
-from sequoia_clinic.survival import RiskModel
+from sequoia_clinic.survival.model import RiskModel
 from sequoia_clinic.survival.plots import draw_km, new_figure
 from sequoia_clinic.survival.stratify import StratifyResult, stratify, write_outputs
 

@@ -52,7 +52,7 @@ from sequoia_clinic.pipeline.cohort_isolation import (
 from sequoia_clinic.pipeline.cohort_plan import result_key, stat_fingerprint
 from sequoia_clinic.pipeline.cohort_store import AttemptStatus, CohortStore, HorizonValue, SlideResult
 from sequoia_clinic.settings import Device, Settings
-from sequoia_clinic.slides import slide_sha256
+from sequoia_clinic.slides.opening import slide_sha256
 
 POISON_ENV = "SEQUOIA_CLINIC_TEST_POISON_SHA256"
 PR_SET_PDEATHSIG = 1

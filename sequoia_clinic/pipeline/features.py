@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sequoia_clinic.bundles import Bundle
+from sequoia_clinic.bundles.manifest import Bundle
 from sequoia_clinic.errors import SequoiaError, SlideFormatError, TableError
 from sequoia_clinic.pipeline.predict import PredictRequest, run_prediction
 from sequoia_clinic.progress import ProgressLike, reporter
@@ -194,8 +194,8 @@ def read_reference_h5(path: Path, num_clusters: int, dim: int) -> tuple[np.ndarr
 
 def one_fold(bundle: Bundle, settings: Settings):  # noqa: ANN201 - a FoldEnsemble
     """The bundle's first fold only: ``run_prediction`` needs an aggregator, training only the features."""
-    from sequoia_clinic.aggregator import load_ensemble
-    from sequoia_clinic.encoders import resolve_device
+    from sequoia_clinic.aggregator.ensemble import load_ensemble
+    from sequoia_clinic.encoders.model import resolve_device
 
     first = bundle.folds[0]
     return load_ensemble(

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, replace
 
 from sequoia_clinic.errors import OptionError
-from sequoia_clinic.report import PatientInfo
-from sequoia_clinic.report.dicom import StudyInfo, TextVR, iso_date, person_name, vr_problem
-from sequoia_clinic.slides import SlideMetadata
+from sequoia_clinic.report.dicom_text import StudyInfo, TextVR, iso_date, person_name, vr_problem
+from sequoia_clinic.report.model import PatientInfo
+from sequoia_clinic.slides.base import SlideMetadata
 
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 SEX_VALUES = ("F", "M", "O")

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sequoia_clinic.aggregator import FoldEnsemble
-from sequoia_clinic.features import cluster_features
+from sequoia_clinic.aggregator.ensemble import FoldEnsemble
+from sequoia_clinic.features.clusters import cluster_features
 from sequoia_clinic.pipeline.predict import Prediction
 from sequoia_clinic.qc import QCCode, QCWarning
-from sequoia_clinic.survival import PatientRisk, RiskModel
+from sequoia_clinic.survival.model import PatientRisk, RiskModel
 
 DEFAULT_REPEATS = 10
 UNSTABLE_SHARE = 0.2  # the group may differ from the reported one in at most this share of repeats

@@ -14,7 +14,7 @@ from sequoia_clinic.clinical_choices import SpecimenType
 from sequoia_clinic.pipeline.predict import Prediction
 from sequoia_clinic.pipeline.repeatability import Repeatability
 from sequoia_clinic.qc import QCCode, QCWarning, unique
-from sequoia_clinic.report import (
+from sequoia_clinic.report.model import (
     AbsoluteRisk,
     CalibrationCohort,
     ClinicalSummary,
@@ -27,8 +27,8 @@ from sequoia_clinic.report import (
     SignatureResult,
     SlideInfo,
 )
-from sequoia_clinic.survival import PatientRisk, RiskModel
 from sequoia_clinic.survival.clinical import ClinicalInputs
+from sequoia_clinic.survival.model import PatientRisk, RiskModel
 from sequoia_clinic.survival.records import ExpressionSource, Performance, PredictorRow
 
 MPP_SOURCES = {

@@ -35,10 +35,11 @@ import numpy as np
 import torch
 
 from sequoia_clinic import __version__
-from sequoia_clinic.aggregator import aggregator_kind
-from sequoia_clinic.bundles import Bundle, load_bundle, verify_bundle
+from sequoia_clinic.aggregator.registry import aggregator_kind
+from sequoia_clinic.bundles.manifest import Bundle
+from sequoia_clinic.bundles.store import load_bundle, verify_bundle
 from sequoia_clinic.bundles.trained import TrainedBundle, write_trained_bundle
-from sequoia_clinic.encoders import resolve_device
+from sequoia_clinic.encoders.model import resolve_device
 from sequoia_clinic.errors import BundleError, OptionError, TableError
 from sequoia_clinic.evaluation.io import prediction_frame, write_prediction_table
 from sequoia_clinic.fileio import atomic_dir, check_output_dir, csv_safe_frame, sha256_file, write_json_atomic
@@ -51,24 +52,17 @@ from sequoia_clinic.pipeline.features import (
 from sequoia_clinic.pipeline.predict import DEFAULT_BUNDLE
 from sequoia_clinic.progress import ProgressLike
 from sequoia_clinic.settings import Settings
-from sequoia_clinic.signatures import load_mapper
-from sequoia_clinic.training import (
+from sequoia_clinic.signatures.mapping import load_mapper
+from sequoia_clinic.training.data import Recipe, Selection, TrainingData
+from sequoia_clinic.training.expression import (
     ExpressionTable,
-    Fold,
-    ModelSpec,
-    Recipe,
-    Selection,
-    TrainingData,
     Transform,
-    check_folds,
-    patient_kfold,
+    drop_constant,
     read_expression,
-    read_splits,
-    train_folds,
+    strip_extension,
 )
-from sequoia_clinic.training.expression import drop_constant, strip_extension
-from sequoia_clinic.training.folds import restrict, splits_json
-from sequoia_clinic.training.loop import EpochHook, TrainingRun, precision_name
+from sequoia_clinic.training.folds import Fold, check_folds, patient_kfold, read_splits, restrict, splits_json
+from sequoia_clinic.training.loop import EpochHook, ModelSpec, TrainingRun, precision_name, train_folds
 from sequoia_clinic.training.outputs import epoch_table, fold_summary, training_curves
 from sequoia_clinic.weightio import read_state_dict, verify_sha256
 

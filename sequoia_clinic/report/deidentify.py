@@ -25,9 +25,7 @@ import re
 import secrets
 from pathlib import PurePath
 
-from pydicom.uid import generate_uid
-
-from sequoia_clinic.report.dicom import StudyInfo
+from sequoia_clinic.report.dicom_text import StudyInfo
 from sequoia_clinic.report.model import PatientInfo, ReportData
 
 REMOVED = "[removed]"
@@ -104,5 +102,7 @@ def deidentify_study(study: StudyInfo | None, key: bytes) -> StudyInfo:
     """Study attributes for a de-identified DICOM report: a derived study UID and nothing else."""
     if study is None or study.study_instance_uid is None:
         return StudyInfo()
+    from pydicom.uid import generate_uid  # pydicom: only when pseudonymising a DICOM study
+
     uid = generate_uid(entropy_srcs=[key.hex(), study.study_instance_uid])
     return StudyInfo(study_instance_uid=uid)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import pydicom
@@ -25,75 +23,11 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian,
 from sequoia_clinic import __version__
 from sequoia_clinic.errors import ReportError
 from sequoia_clinic.fileio import atomic_path
+from sequoia_clinic.report.dicom_text import LO_MAX, SH_MAX, StudyInfo, TextVR, vr_problem
 from sequoia_clinic.report.model import PatientInfo
 
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 DEIDENTIFICATION_METHOD = "sequoia-clinic HMAC-SHA256 pseudonyms; birth date removed"  # LO: <= 64 chars
-_SH_MAX = 16  # DICOM SH (short string) limit, used by AccessionNumber and StudyID
-_LO_MAX = 64
-_PN_GROUP_MAX = 64  # PN: characters per component group (alphabetic=ideographic=phonetic)
-
-
-class TextVR(Enum):
-    """The DICOM value representations of the free-text fields a report carries (PS3.5 §6.2)."""
-
-    PN = "PN"  # person name: up to 3 groups of up to 5 '^'-separated components, 64 characters a group
-    LO = "LO"  # long string: 64 characters
-    SH = "SH"  # short string: 16 characters
-
-
-def vr_problem(value: str, vr: TextVR) -> str | None:
-    """What makes ``value`` invalid as a ``vr`` value (UTF-8 character set), or None; never repeats it.
-
-    Control characters (C0, DEL, C1: also CR, LF, TAB, ESC) and the value separator ``\\`` are not allowed
-    in PN, LO or SH; lengths are counted in characters.
-    """
-    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in value):
-        return "contains control characters (line breaks, tabs, escapes), which DICOM does not allow"
-    if "\\" in value:
-        return "contains a backslash, which DICOM reserves as a value separator"
-    if vr is TextVR.PN:
-        groups = value.split("=")
-        if len(groups) > 3 or any(group.count("^") > 4 for group in groups):
-            return "has more name components than a DICOM person name allows"
-        if any(len(group) > _PN_GROUP_MAX for group in groups):
-            return f"is longer than a DICOM person name allows ({_PN_GROUP_MAX} characters)"
-        return None
-    limit = _LO_MAX if vr is TextVR.LO else _SH_MAX
-    if len(value) > limit:
-        return f"is longer than DICOM allows ({limit} characters)"
-    return None
-
-
-@dataclass(frozen=True)
-class StudyInfo:
-    """Study-level attributes of the source slide that the report instance repeats."""
-
-    study_instance_uid: str | None = None
-    study_date: str | None = None  # DICOM DA, YYYYMMDD
-    study_time: str | None = None  # DICOM TM
-    study_id: str | None = None
-    accession_number: str | None = None
-    referring_physician: str | None = None
-    study_description: str | None = None
-    source_sop_class_uid: str | None = None  # the slide instance the report was made from
-    source_sop_instance_uid: str | None = None
-
-
-def iso_date(value: str | None) -> str | None:
-    """DICOM DA (YYYYMMDD...) -> ISO YYYY-MM-DD; anything else as it is."""
-    if value and re.fullmatch(r"\d{8}", value[:8]):
-        return f"{value[:4]}-{value[4:6]}-{value[6:8]}"
-    return value
-
-
-def person_name(value: str | None) -> str | None:
-    """DICOM PN 'Family^Given^Middle' -> 'Family, Given Middle'."""
-    if not value:
-        return None
-    family, _, rest = value.partition("^")
-    given = " ".join(part for part in rest.split("^") if part)
-    return f"{family}, {given}" if given else family
 
 
 def _dicom_date(value: str | None, field: str) -> str:
@@ -123,7 +57,7 @@ def _dicom_person_name(value: str | None) -> str:
 
 def _limited(value: str | None, limit: int, field: str) -> str:
     text = value or ""
-    problem = vr_problem(text, TextVR.SH if limit == _SH_MAX else TextVR.LO)
+    problem = vr_problem(text, TextVR.SH if limit == SH_MAX else TextVR.LO)
     if problem is not None:
         raise ReportError(f"the {field} {problem}", fix="Correct it, or leave DICOM out of --format.")
     return text
@@ -143,7 +77,7 @@ def _add_patient(ds: Dataset, patient: PatientInfo) -> None:
     problem = vr_problem(str(ds.PatientName), TextVR.PN)
     if problem is not None:
         raise ReportError(f"the patient name {problem}", fix="Correct it, or leave DICOM out of --format.")
-    ds.PatientID = _limited(patient.patient_id, _LO_MAX, "patient ID")
+    ds.PatientID = _limited(patient.patient_id, LO_MAX, "patient ID")
     ds.PatientBirthDate = _dicom_date(patient.birth_date, "birth date")
     ds.PatientSex = _dicom_sex(patient.sex)
     if patient.pseudonymised:
@@ -156,11 +90,11 @@ def _add_study(ds: Dataset, patient: PatientInfo, study: StudyInfo, now: dt.date
     ds.StudyInstanceUID = study.study_instance_uid or generate_uid()
     ds.StudyDate = study.study_date or (now.strftime("%Y%m%d") if new_study else "")
     ds.StudyTime = study.study_time or (now.strftime("%H%M%S") if new_study else "")
-    ds.StudyID = _limited(study.study_id, _SH_MAX, "study ID")
-    ds.AccessionNumber = _limited(patient.accession or study.accession_number, _SH_MAX, "accession number")
+    ds.StudyID = _limited(study.study_id, SH_MAX, "study ID")
+    ds.AccessionNumber = _limited(patient.accession or study.accession_number, SH_MAX, "accession number")
     ds.ReferringPhysicianName = study.referring_physician or ""
     if study.study_description:
-        ds.StudyDescription = study.study_description[:_LO_MAX]
+        ds.StudyDescription = study.study_description[:LO_MAX]
 
 
 def _add_document(

@@ -12,9 +12,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from sequoia_clinic.fileio import atomic_dir, write_json_atomic
-from sequoia_clinic.report.dicom import StudyInfo, write_encapsulated_pdf
+from sequoia_clinic.report.dicom_text import StudyInfo
 from sequoia_clinic.report.model import ReportData
-from sequoia_clinic.report.pdf import render_report_pdf_bytes
 from sequoia_clinic.report.result import result_dict
 from sequoia_clinic.report.templates import load_report_text
 from sequoia_clinic.settings import ReportSettings
@@ -53,6 +52,8 @@ def write_report_files(
     pdf = b""
     stages = dict(data.timings)
     if OutputFormat.PDF in formats or OutputFormat.DICOM in formats:  # JSON alone needs no PDF
+        from sequoia_clinic.report.pdf import render_report_pdf_bytes  # reportlab + matplotlib: only here
+
         t0 = time.perf_counter()
         pdf = render_report_pdf_bytes(data, settings, text)
         stages["render_pdf"] = round(time.perf_counter() - t0, 3)
@@ -68,5 +69,7 @@ def write_report_files(
             elif fmt is OutputFormat.JSON:
                 write_json_atomic(target, result_dict(data, text))
             else:
+                from sequoia_clinic.report.dicom import write_encapsulated_pdf  # pydicom: only for DICOM
+
                 write_encapsulated_pdf(pdf, target, data.patient, study)
     return tuple(out_dir / FILE_NAMES[f] for f in wanted)

@@ -5,32 +5,8 @@ with open_slide(path, mpp=None) as slide:
     grid = select_tiles(slide, build_tile_grid(slide, mask, settings.tiles), settings.tiles)
     for batch in iter_tile_batches(slide, grid, grid.kept_indices, settings.tiles):
         ...  # batch.pixels: (n, 256, 256, 3) uint8
+
+Import what you need from its module (``base``, ``grid``, ``opening``, ``overlay``, ``tile_reader``,
+``tiling``, ``tissue``): this package imports nothing itself, so that a light command never pays for a heavy
+stage (torch, timm, lifelines, matplotlib ... are imported only by the modules that use them).
 """
-
-from sequoia_clinic.slides.base import Slide, SlideInfo, SlideMetadata
-from sequoia_clinic.slides.grid import TileGrid
-from sequoia_clinic.slides.opening import open_slide, opened_slide_sha256, slide_files, slide_sha256
-from sequoia_clinic.slides.overlay import render_overlay
-from sequoia_clinic.slides.tile_reader import TileBatch, iter_tile_batches
-from sequoia_clinic.slides.tiling import TileSelection, build_tile_grid, choose_read_level, select_tiles
-from sequoia_clinic.slides.tissue import TissueMask, compute_tissue_mask
-
-__all__ = [
-    "Slide",
-    "SlideInfo",
-    "SlideMetadata",
-    "TileBatch",
-    "TileGrid",
-    "TileSelection",
-    "TissueMask",
-    "build_tile_grid",
-    "choose_read_level",
-    "compute_tissue_mask",
-    "iter_tile_batches",
-    "open_slide",
-    "render_overlay",
-    "select_tiles",
-    "slide_files",
-    "opened_slide_sha256",
-    "slide_sha256",
-]

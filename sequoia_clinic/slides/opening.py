@@ -13,8 +13,8 @@ from pathlib import Path
 from sequoia_clinic.errors import InputPathError, SlideFormatError
 from sequoia_clinic.fileio import sha256_file
 from sequoia_clinic.slides.base import Slide, check_budget
-from sequoia_clinic.slides.dicom_backend import is_dicom_file, open_dicom, series_files
 from sequoia_clinic.slides.mpp import validate_user_mpp
+from sequoia_clinic.slides.sniff import is_dicom_file
 from sequoia_clinic.slides.tiff_backend import open_tiff
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
@@ -53,7 +53,13 @@ def open_slide(path: Path | str, mpp: float | None = None) -> Slide:
     path = Path(path).expanduser()
     user_mpp = validate_user_mpp(mpp)
     kind = _kind(path)
-    slide = open_tiff(path, user_mpp) if kind == "tiff" else open_dicom(path, user_mpp)
+    slide: Slide
+    if kind == "tiff":
+        slide = open_tiff(path, user_mpp)
+    else:
+        from sequoia_clinic.slides.dicom_backend import open_dicom  # wsidicom + pydicom: DICOM slides only
+
+        slide = open_dicom(path, user_mpp)
     try:  # before any pixel is decoded (the TIFF backend also checks the stored segments and compression)
         check_budget(
             path,
@@ -69,8 +75,11 @@ def open_slide(path: Path | str, mpp: float | None = None) -> Slide:
 def slide_files(path: Path | str) -> list[Path]:
     """The files that make up the slide at ``path`` (the file itself, or the DICOM series' instances)."""
     path = Path(path).expanduser()
-    kind = _kind(path)
-    return [path] if kind == "tiff" else series_files(path)
+    if _kind(path) == "tiff":
+        return [path]
+    from sequoia_clinic.slides.dicom_backend import series_files
+
+    return series_files(path)
 
 
 def slide_sha256(path: Path | str) -> str:

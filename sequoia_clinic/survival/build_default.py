@@ -23,7 +23,8 @@ import pandas as pd
 
 from sequoia_clinic.locations import DEFAULT_RISK_MODEL_FILE
 from sequoia_clinic.settings import RiskSettings
-from sequoia_clinic.signatures import collapse_probes, get_signature
+from sequoia_clinic.signatures.probes import collapse_probes
+from sequoia_clinic.signatures.registry import get_signature
 from sequoia_clinic.survival.card import write_model_and_card
 from sequoia_clinic.survival.clinical import MissingRule
 from sequoia_clinic.survival.cutoffs import CutoffSpec

@@ -22,14 +22,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from sequoia_clinic.clinical_choices import MissingRule
 from sequoia_clinic.errors import OptionError, TableError
 from sequoia_clinic.survival.records import MalformedRecord, read_int, read_str, read_strs
+
+if TYPE_CHECKING:  # the tables arrive as frames; applying a model to one patient needs no pandas
+    import pandas as pd
 
 MISSING_WORDS = frozenset({"", "na", "nan", "none", "null", "unknown", "unkown", "missing", "?", "nk"})
 
@@ -328,6 +330,8 @@ def _encode_column(
     if missing.any() and rule is MissingRule.REFUSE:
         raise _refuse_missing(column, int(missing.sum()), path)
     if kind is CovariateKind.CONTINUOUS:
+        import pandas as pd
+
         numbers = pd.to_numeric(series.where(~missing), errors="coerce").to_numpy(dtype=float)
         bad = int((~np.isfinite(numbers) & ~missing).sum())
         if bad:
@@ -574,6 +578,8 @@ def encode_with_specs(frame: pd.DataFrame, specs: Sequence[CovariateSpec], path:
         if missing.any():
             raise _refuse_missing(spec.column, int(missing.sum()), path)
         if spec.kind is CovariateKind.CONTINUOUS:
+            import pandas as pd
+
             numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
             if not np.isfinite(numbers).all():
                 raise TableError(f"covariate '{spec.column}' is not numeric", path, "Give numbers.")

@@ -25,6 +25,7 @@ from sksurv.linear_model.coxph import BreslowEstimator
 from sksurv.util import Surv
 
 from sequoia_clinic.errors import RiskModelError
+from sequoia_clinic.survival.baseline import baseline_at
 
 
 @dataclass(frozen=True)
@@ -71,18 +72,6 @@ def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             fix="Remove constant genes/covariates from the signature or table.",
         )
     return mean, sd
-
-
-def baseline_at(times: np.ndarray, survival: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Evaluate a right-continuous step function S0 at ``at``: 1 before the first time, NaN after the last.
-
-    ``times`` are all distinct observed times (events and censorings), so the last one is the end of
-    follow-up: the survival curve is unknown after it and is not carried forward.
-    """
-    at = np.asarray(at, dtype=float)
-    index = np.searchsorted(times, at, side="right") - 1
-    value = np.where(index >= 0, survival[np.clip(index, 0, None)], 1.0)
-    return np.where(at > times[-1], np.nan, value) if len(times) else np.full(at.shape, np.nan)
 
 
 def breslow_baseline(lp: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -25,14 +25,14 @@ from sksurv.nonparametric import kaplan_meier_estimator
 from sequoia_clinic import __version__
 from sequoia_clinic.errors import OptionError, RiskModelError, TableError
 from sequoia_clinic.settings import RiskSettings
-from sequoia_clinic.signatures import Signature
+from sequoia_clinic.signatures.registry import Signature
 from sequoia_clinic.survival import cohort as cohort_io
+from sequoia_clinic.survival.baseline import baseline_at
 from sequoia_clinic.survival.clinical import CovariateSpec, MissingRule, encode_covariates, parse_covariates
 from sequoia_clinic.survival.cox import (
     CoxFit,
     PenaltyOptions,
     _unpenalised,
-    baseline_at,
     breslow_baseline,
     fit_cox,
     fixed_alpha_coef,

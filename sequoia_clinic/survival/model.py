@@ -39,8 +39,8 @@ from sequoia_clinic.errors import RiskModelError
 from sequoia_clinic.fileio import JsonLimitError, read_json_bounded, write_json_atomic
 from sequoia_clinic.qc import QCCode, QCWarning
 from sequoia_clinic.settings import RiskSettings
+from sequoia_clinic.survival.baseline import baseline_at
 from sequoia_clinic.survival.clinical import CovariateSpec
-from sequoia_clinic.survival.cox import baseline_at
 from sequoia_clinic.survival.cutoffs import assign_groups
 from sequoia_clinic.survival.population import Population
 from sequoia_clinic.survival.records import (

@@ -7,27 +7,8 @@
 - :mod:`.checkpoint`: resumable per-fold checkpoints (safetensors + JSON, sha256-checked);
 - :mod:`.loop`: the per-fold loop, checkpoint selection, test predictions and baselines;
 - :mod:`.outputs`: per-epoch log, training curves and out-of-fold tables.
+
+Import what you need from its module (``data``, ``expression``, ``folds``, ``loop``): this package imports
+nothing itself, so that a light command never pays for a heavy stage (torch, timm, lifelines, matplotlib ...
+are imported only by the modules that use them).
 """
-
-from sequoia_clinic.training.data import Recipe, Selection, TrainingData
-from sequoia_clinic.training.expression import ExpressionTable, GeneHandling, Transform, read_expression
-from sequoia_clinic.training.folds import Fold, check_folds, patient_kfold, read_splits
-from sequoia_clinic.training.loop import FoldOutcome, ModelSpec, TrainingRun, train_folds
-
-__all__ = [
-    "ExpressionTable",
-    "Fold",
-    "FoldOutcome",
-    "GeneHandling",
-    "ModelSpec",
-    "Recipe",
-    "Selection",
-    "TrainingData",
-    "TrainingRun",
-    "Transform",
-    "check_folds",
-    "patient_kfold",
-    "read_expression",
-    "read_splits",
-    "train_folds",
-]

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sequoia_clinic.aggregator import HE2RNA, ViS, aggregator_kind
-from sequoia_clinic.aggregator.vis import MultiHeadSummary, SummaryMixing
+from sequoia_clinic.aggregator.he2rna import HE2RNA
+from sequoia_clinic.aggregator.registry import aggregator_kind
+from sequoia_clinic.aggregator.vis import MultiHeadSummary, SummaryMixing, ViS
 from sequoia_clinic.errors import WeightsError
 
 

@@ -330,7 +330,7 @@ MODEL_CASES = [
 # ---- bundle manifests (predict --bundle FOLDER) ------------------------------------------------------------
 def _bundle_case(change: Callable[[Path, dict], object]) -> Callable[[Path], list[str]]:
     def make(folder: Path) -> list[str]:
-        from sequoia_clinic.bundles import SHIPPED_MODELS
+        from sequoia_clinic.bundles.store import SHIPPED_MODELS
 
         bundle = folder / "bundle"
         bundle.mkdir()

@@ -12,7 +12,7 @@ from hostile_corpus import RESOLUTION, corrupt_tiles
 from sequoia_clinic.errors import CorruptTileError
 from sequoia_clinic.pipeline.predict import PredictRequest, load_folds, run_prediction
 from sequoia_clinic.settings import Settings
-from sequoia_clinic.slides import open_slide
+from sequoia_clinic.slides.opening import open_slide
 
 
 def _cmu_tiff(path: Path, pixels: np.ndarray, tile: int = 256) -> Path:
