@@ -34,9 +34,9 @@ def render_overlay(
     scale_x, scale_y = width / level0_w, height / level0_h
 
     # mask pixel (r, c) covers level-0 [c*ds, (c+1)*ds); place it on the thumbnail by nearest neighbour
-    columns = np.minimum((np.arange(width) + 0.5) / scale_x / mask.downsample, mask.mask.shape[1] - 1)
-    rows = np.minimum((np.arange(height) + 0.5) / scale_y / mask.downsample, mask.mask.shape[0] - 1)
-    tissue = mask.mask[rows.astype(int)[:, None], columns.astype(int)[None, :]]
+    columns = np.minimum((np.arange(width) + 0.5) / scale_x / mask.downsample, mask.shape[1] - 1)
+    rows = np.minimum((np.arange(height) + 0.5) / scale_y / mask.downsample, mask.shape[0] - 1)
+    tissue = mask.mask[rows.astype(int)[:, None], columns.astype(int)[None, :]]  # unpacked once
     tinted = thumb.astype(np.float32)
     tinted[tissue] = (1 - TINT_ALPHA) * tinted[tissue] + TINT_ALPHA * np.array(TISSUE_TINT, np.float32)
     image = Image.fromarray(np.clip(tinted + 0.5, 0, 255).astype(np.uint8))

@@ -81,12 +81,26 @@ def choose_read_level(slide: Slide, settings: TileSettings) -> tuple[int, int]:
     return level, max(1, round(settings.tile_px * settings.target_mpp / level_mpp))
 
 
-def _overlap_weights(starts: np.ndarray, stops: np.ndarray, n_cells: int) -> np.ndarray:
-    """(len(starts), n_cells) length of overlap of each interval [start, stop) with cell [j, j+1)."""
-    cells = np.arange(n_cells, dtype=np.float64)
-    low = np.maximum(starts[:, None], cells[None, :])
-    high = np.minimum(stops[:, None], cells[None, :] + 1.0)
-    return np.clip(high - low, 0.0, None)
+_FRACTION_BYTES = 4 << 20  # working memory of mask_fractions: the mask rows of a band of tile rows, unpacked
+
+
+def _overlap_band(starts: np.ndarray, stops: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cells, weights), both (len(starts), K): the cells each interval [start, stop) overlaps and by how much.
+
+    ``weights[i, k]`` is the length of the overlap of interval i with cell ``cells[i, k]`` (0 for the
+    padding of shorter intervals and for cells outside ``[0, n_cells)``, whose index is clamped into it);
+    each weight is computed as the dense overlap-matrix formula would, so the nonzero ones are identical.
+    """
+    first = np.clip(np.floor(starts), 0, n_cells).astype(np.int64)
+    last = np.clip(np.ceil(stops), 0, n_cells).astype(np.int64)
+    width = max(1, int((last - first).max(initial=0)))
+    cells = first[:, None] + np.arange(width, dtype=np.int64)[None, :]
+    position = cells.astype(np.float64)
+    low = np.maximum(starts[:, None], position)
+    high = np.minimum(stops[:, None], position + 1.0)
+    weights = np.clip(high - low, 0.0, None)
+    weights[cells >= n_cells] = 0.0
+    return np.minimum(cells, max(n_cells - 1, 0)), weights
 
 
 def mask_fractions(
@@ -96,12 +110,35 @@ def mask_fractions(
 
     ``x0``/``size_x`` describe the columns and ``y0``/``size_y`` the rows; returns (rows, columns).
     Mask pixels are treated as squares of ``mask.downsample`` level-0 pixels; area outside the mask is 0.
+
+    Computed a band of lattice rows at a time (within ``_FRACTION_BYTES``) from the mask rows under it, with
+    the few overlap weights of each row and column (not dense rows x mask matrices), so memory does not
+    grow with the slide. Each fraction is (sum over mask rows of row weight x mask) summed over mask
+    columns with the column weights, divided by the rectangle's area in mask pixels.
     """
     scale = mask.downsample
-    weights_x = _overlap_weights(x0 / scale, (x0 + size_x) / scale, mask.mask.shape[1])
-    weights_y = _overlap_weights(y0 / scale, (y0 + size_y) / scale, mask.mask.shape[0])
-    covered = weights_y @ mask.mask.astype(np.float64) @ weights_x.T
-    return covered / np.outer(size_y / scale, size_x / scale)
+    height, width = mask.shape
+    denominator_x = size_x / scale
+    fractions = np.zeros((y0.size, x0.size), dtype=np.float64)
+    if height == 0 or width == 0 or fractions.size == 0:
+        return fractions / np.outer(size_y / scale, denominator_x)
+    row_cells, row_weights = _overlap_band(y0 / scale, (y0 + size_y) / scale, height)
+    col_cells, col_weights = _overlap_band(x0 / scale, (x0 + size_x) / scale, width)
+    per_row = max(1, _FRACTION_BYTES // (width * (17 + row_cells.shape[1])))  # lattice rows per band
+    for begin in range(0, y0.size, per_row):
+        end = min(begin + per_row, y0.size)
+        cells, weights = row_cells[begin:end], row_weights[begin:end]
+        top = int(cells.min())
+        rows = mask.rows(top, int(cells.max()) + 1)
+        partial = np.zeros((end - begin, width), dtype=np.float64)  # row-weighted mask sums per column
+        for k in range(cells.shape[1]):
+            partial += weights[:, k, None] * rows[cells[:, k] - top]
+        del rows
+        covered = np.zeros((end - begin, x0.size), dtype=np.float64)
+        for k in range(col_cells.shape[1]):
+            covered += partial[:, col_cells[:, k]] * col_weights[None, :, k]
+        fractions[begin:end] = covered / np.outer(size_y[begin:end] / scale, denominator_x)
+    return fractions
 
 
 def build_tile_grid(slide: Slide, mask: TissueMask, settings: TileSettings) -> TileGrid:

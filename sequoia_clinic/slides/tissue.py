@@ -6,16 +6,35 @@ never below ``saturation_floor`` so that a blank slide is not split into noise),
 three channels (each channel above its own Otsu threshold), and R, G and B all exceed ``min_rgb`` (drops
 black pen, scanner borders and padding). The mask is then closed: dilated ``morphology_iterations`` times,
 then eroded as many times (SEQUOIA uses 3 and 3).
+
+Memory does not grow with the slide: the picture is never held whole. It is read in horizontal strips
+(their height set by the byte budget ``STRIP_BYTES``), twice:
+
+1. each strip, with the median filter's radius of extra rows above and below (the halo), adds to 256-bin
+   histograms of the filtered saturation and of R, G and B over the valid pixels; Otsu's threshold of a
+   histogram is skimage's ``threshold_otsu`` of the values themselves (it histograms uint8 data the same
+   way);
+2. each strip is masked with a halo of ``median radius + 2 x morphology_iterations`` rows: a mask row
+   depends on saturation at most that far away (the median filter reads 3 rows each way, each dilation
+   and each erosion with the cross one more), so once the halo is cut off, the strip's rows are exactly
+   those of the whole-picture computation. Halo rows only exist inside the picture; at the picture's
+   true top and bottom the strip ends there, so Pillow's edge handling and scipy's borders (0 for
+   dilation, 1 for erosion) act as they would on the whole picture. This pass needs only whether the
+   filtered saturation exceeds the threshold, which a count of the window's values above it decides
+   exactly (:func:`_median_above`), so the slow median filter runs once per pixel, as before.
+
+The mask is kept bit-packed (one bit per pixel, ``numpy.packbits`` along rows): 3 MB for the 5000 x 5000
+mask of an 80,000 px square slide. :attr:`TissueMask.mask` unpacks it; :meth:`TissueMask.rows` unpacks a
+band of rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageFilter
-from scipy import ndimage
-from skimage.filters import threshold_otsu
 
 from sequoia_clinic.errors import NoTissueError
 from sequoia_clinic.settings import TissueSettings
@@ -23,17 +42,96 @@ from sequoia_clinic.slides.base import Slide
 
 _LEVEL_TOLERANCE = 0.1  # a level up to 10 % finer than mask_mpp still counts as "at mask resolution"
 
+# Working memory of one strip of the mask picture. A strip row of width W costs about
+# ``_BYTES_PER_PIXEL * W`` bytes while it is processed: the RGB rows read ahead (3 B/px, up to two blocks),
+# Pillow's copies for the HSV conversion and the median filter (4 + 3 + 2 B/px), the uint8 and bool planes
+# (saturation, window counts, valid, bright, mask: ~6 B/px) and scipy's morphology buffers (~4 B/px).
+# 8 MiB gives about 64 rows of a 5000 px wide picture (an 80,000 px slide at 8 um/px) and never fewer than
+# one row. The picture is read a stored tile row at a time when that fits the budget (3 B/px).
+STRIP_BYTES = 8 << 20
+_BYTES_PER_PIXEL = 26
 
-@dataclass(frozen=True, eq=False)
+RowReader = Callable[[int, int], np.ndarray]  # rows [start, stop) of the picture: (stop - start, W, 3) uint8
+
+
+@dataclass(frozen=True, eq=False, init=False)
 class TissueMask:
-    """Boolean tissue mask; pixel (row, col) covers level-0 pixels [col*ds, (col+1)*ds) x [row*ds, ...)."""
+    """Boolean tissue mask; pixel (row, col) covers level-0 pixels [col*ds, (col+1)*ds) x [row*ds, ...).
 
-    mask: np.ndarray  # bool, H x W
+    Built from a bool array (``TissueMask(mask, downsample, threshold, tissue_fraction, level, mpp)``) or
+    from packed rows (:meth:`from_packed`); stored packed, eight pixels a byte.
+    """
+
+    packed: np.ndarray = field(repr=False)  # uint8 (H, ceil(W / 8)): np.packbits of each row
+    shape: tuple[int, int]  # (H, W) of the mask
     downsample: float  # level-0 pixels per mask pixel
     threshold: float  # saturation threshold used (0-255)
     tissue_fraction: float  # fraction of mask pixels that are tissue
     level: int = 0  # pyramid level the mask image was read from
     mpp: float = 0.0  # um per mask pixel
+
+    def __init__(
+        self,
+        mask: np.ndarray,
+        downsample: float,
+        threshold: float,
+        tissue_fraction: float,
+        level: int = 0,
+        mpp: float = 0.0,
+    ) -> None:
+        flags = np.asarray(mask, dtype=bool)
+        if flags.ndim != 2:
+            raise ValueError(f"a tissue mask is 2-D, got shape {flags.shape}")
+        self._set(np.packbits(flags, axis=1), flags.shape, downsample, threshold, tissue_fraction, level, mpp)
+
+    def _set(
+        self,
+        packed: np.ndarray,
+        shape: tuple[int, ...],
+        downsample: float,
+        threshold: float,
+        tissue_fraction: float,
+        level: int,
+        mpp: float,
+    ) -> None:
+        values = {
+            "packed": packed,
+            "shape": (int(shape[0]), int(shape[1])),
+            "downsample": downsample,
+            "threshold": threshold,
+            "tissue_fraction": tissue_fraction,
+            "level": level,
+            "mpp": mpp,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_packed(
+        cls,
+        packed: np.ndarray,
+        shape: tuple[int, int],
+        downsample: float,
+        threshold: float,
+        tissue_fraction: float,
+        level: int = 0,
+        mpp: float = 0.0,
+    ) -> TissueMask:
+        """A mask from rows already packed with ``np.packbits(..., axis=1)`` (kept as given, not copied)."""
+        if packed.dtype != np.uint8 or packed.shape != (shape[0], -(-shape[1] // 8)):
+            raise ValueError(f"packed rows {packed.dtype} {packed.shape} do not fit a {shape} mask")
+        self = cls.__new__(cls)
+        self._set(packed, shape, downsample, threshold, tissue_fraction, level, mpp)
+        return self
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The whole mask as a bool (H, W) array, unpacked on each access (keep it if used repeatedly)."""
+        return self.rows(0, self.shape[0])
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Bool (rows, W) array of mask rows ``start:stop`` (clipped to the mask)."""
+        return np.unpackbits(self.packed[start:stop], axis=1, count=self.shape[1]).view(bool)
 
 
 def saturation(rgb: np.ndarray) -> np.ndarray:
@@ -41,30 +139,159 @@ def saturation(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).convert("HSV"))[..., 1]
 
 
-def _otsu(values: np.ndarray, default: float) -> float:
-    if values.size == 0 or values.min() == values.max():
+def _median_saturation(rgb: np.ndarray, size: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(saturation(rgb)).filter(ImageFilter.MedianFilter(size)))
+
+
+def otsu_from_histogram(counts: np.ndarray, default: float) -> float:
+    """skimage's ``threshold_otsu`` of the uint8 values counted in ``counts`` (256 bins); ``default`` when
+    there are no values or only one distinct value."""
+    from skimage.filters import threshold_otsu
+
+    counts = np.asarray(counts, dtype=np.int64)
+    if np.count_nonzero(counts) <= 1:
         return default
-    return float(threshold_otsu(values))
+    # skimage trims empty end bins exactly as its own histogram of the values does (source_range="image").
+    return float(threshold_otsu(hist=(counts, np.arange(counts.size, dtype=np.int64))))
 
 
-def tissue_from_rgb(rgb: np.ndarray, settings: TissueSettings) -> tuple[np.ndarray, float]:
-    """(mask, saturation threshold) for an RGB uint8 picture of a slide. Pure function of its inputs."""
-    sat = np.asarray(Image.fromarray(saturation(rgb)).filter(ImageFilter.MedianFilter(settings.median_blur)))
-    valid = (rgb > settings.min_rgb).all(axis=2)
+def strip_rows(width: int, budget: int = STRIP_BYTES) -> int:
+    """Rows per strip of a ``width`` px picture within ``budget`` bytes (at least one)."""
+    return max(1, budget // (max(1, width) * _BYTES_PER_PIXEL))
+
+
+def _median_above(sat: np.ndarray, size: int, threshold: float) -> np.ndarray:
+    """``median_filter(sat) > threshold`` without the median: where more than half the window exceeds it.
+
+    The median of the ``size`` x ``size`` window (Pillow's MedianFilter: rank ``size**2 // 2``, edges
+    replicated) exceeds ``threshold`` exactly when at most ``size**2 // 2`` window values do not, i.e. when
+    at least ``size**2 - size**2 // 2`` do. The count is a box sum (edges replicated as Pillow does).
+    """
+    radius = size // 2
+    dtype = np.uint8 if size * size <= 255 else np.uint32
+    above = np.pad((sat > threshold).astype(dtype), radius, mode="edge")
+    height, width = sat.shape
+    rows = above[:height].copy()
+    for shift in range(1, size):
+        rows += above[shift : shift + height]
+    counts = rows[:, :width].copy()
+    for shift in range(1, size):
+        counts += rows[:, shift : shift + width]
+    return counts >= size * size - size * size // 2
+
+
+def _strips(
+    read_rows: RowReader, height: int, rows: int, halo: int, block: int
+) -> Iterator[tuple[np.ndarray, int, int, int]]:
+    """(chunk, top, start, stop) for each strip ``start:stop`` of ``rows`` picture rows.
+
+    ``chunk`` holds picture rows ``top:`` up to ``halo`` rows below ``stop`` (fewer at the picture's end),
+    from ``halo`` rows above ``start`` (fewer at its top). Every picture row is read once, in blocks of
+    ``block`` rows from row 0 (a stored tile row, so that no stored tile is decoded twice).
+    """
+    blocks: list[tuple[int, np.ndarray]] = []  # (first picture row, rows) read and still needed
+    read = 0
+    for start in range(0, height, rows):
+        stop = min(start + rows, height)
+        low, high = max(0, start - halo), min(height, stop + halo)
+        blocks = [(first, pixels) for first, pixels in blocks if first + pixels.shape[0] > low]
+        while read < high:
+            block_rows = min(block, height - read)
+            pixels = read_rows(read, read + block_rows)
+            if pixels.shape[0] != block_rows:
+                raise RuntimeError(f"read {pixels.shape[0]} picture rows at row {read}")  # a bug
+            blocks.append((read, pixels))
+            read += block_rows
+        parts = [pixels[max(low - first, 0) : high - first] for first, pixels in blocks if first < high]
+        yield (parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)), low, start, stop
+
+
+@dataclass(frozen=True)
+class _Thresholds:
+    saturation: float
+    channels: tuple[float, float, float]
+
+
+def _thresholds(
+    read_rows: RowReader, height: int, rows: int, block: int, settings: TissueSettings
+) -> _Thresholds:
+    """Pass 1: the saturation and channel thresholds, from histograms accumulated strip by strip."""
+    otsu_saturation = settings.saturation_threshold is None
+    radius = settings.median_blur // 2 if otsu_saturation else 0
+    sat_counts = np.zeros(256, dtype=np.int64)
+    channel_counts = np.zeros((3, 256), dtype=np.int64)
+    for chunk, top, start, stop in _strips(read_rows, height, rows, radius, block):
+        rgb = chunk[start - top : stop - top]
+        valid = (rgb > settings.min_rgb).all(axis=2)
+        for channel in range(3):
+            channel_counts[channel] += np.bincount(rgb[..., channel][valid], minlength=256)
+        if otsu_saturation:
+            sat = _median_saturation(chunk, settings.median_blur)[start - top : stop - top]
+            sat_counts += np.bincount(sat[valid], minlength=256)
     if settings.saturation_threshold is not None:
         threshold = float(settings.saturation_threshold)
     else:
-        threshold = max(_otsu(sat[valid], 255.0), float(settings.saturation_floor))
+        threshold = max(otsu_from_histogram(sat_counts, 255.0), float(settings.saturation_floor))
+    first, second, third = (otsu_from_histogram(counts, 255.0) for counts in channel_counts)
+    return _Thresholds(threshold, (first, second, third))
+
+
+def _mask_chunk(rgb: np.ndarray, thresholds: _Thresholds, settings: TissueSettings) -> np.ndarray:
+    """The closed mask of a block of whole picture rows (exact away from its cut edges, see the module)."""
+    from scipy import ndimage
+
+    valid = (rgb > settings.min_rgb).all(axis=2)
     bright = np.ones(valid.shape, dtype=bool)
     for channel in range(3):
-        values = rgb[..., channel]
-        bright &= values > _otsu(values[valid], 255.0)
-    mask = (sat > threshold) & ~bright & valid
+        bright &= rgb[..., channel] > thresholds.channels[channel]
+    mask = _median_above(saturation(rgb), settings.median_blur, thresholds.saturation)
+    mask &= ~bright
+    mask &= valid
+    del valid, bright
     iterations = settings.morphology_iterations
-    if iterations > 0 and mask.any():
+    if iterations > 0 and mask.any():  # an empty mask stays empty: closing it changes nothing
         mask = ndimage.binary_dilation(mask, iterations=iterations)
         mask = ndimage.binary_erosion(mask, iterations=iterations, border_value=1)
-    return mask, threshold
+    return mask
+
+
+def tissue_from_rows(
+    read_rows: RowReader,
+    height: int,
+    width: int,
+    settings: TissueSettings,
+    strip_bytes: int = STRIP_BYTES,
+    block: int = 0,
+) -> tuple[np.ndarray, float, int]:
+    """(packed mask rows, saturation threshold, tissue pixel count) of a ``height`` x ``width`` picture.
+
+    ``read_rows(start, stop)`` returns picture rows; each is asked for twice (once per pass), in blocks of
+    ``block`` rows (a stored tile row; default: one strip). Strips are ``strip_rows(width, strip_bytes)``
+    rows high. Same result as :func:`tissue_from_rgb` on the whole picture, bit for bit.
+    """
+    packed = np.zeros((height, -(-width // 8)), dtype=np.uint8)
+    if height == 0 or width == 0:
+        fixed = settings.saturation_threshold
+        return packed, (255.0 if fixed is None else float(fixed)), 0
+    rows = strip_rows(width, strip_bytes)
+    block = block if block > 0 else rows
+    thresholds = _thresholds(read_rows, height, rows, block, settings)
+    halo = settings.median_blur // 2 + 2 * max(0, settings.morphology_iterations)
+    count = 0
+    for chunk, top, start, stop in _strips(read_rows, height, rows, halo, block):
+        mask = _mask_chunk(chunk, thresholds, settings)[start - top : stop - top]
+        count += int(np.count_nonzero(mask))
+        packed[start:stop] = np.packbits(mask, axis=1)
+    return packed, thresholds.saturation, count
+
+
+def tissue_from_rgb(
+    rgb: np.ndarray, settings: TissueSettings, strip_bytes: int = STRIP_BYTES
+) -> tuple[np.ndarray, float]:
+    """(mask, saturation threshold) for an RGB uint8 picture of a slide. Pure function of its inputs."""
+    height, width = rgb.shape[:2]
+    packed, threshold, _ = tissue_from_rows(lambda a, b: rgb[a:b], height, width, settings, strip_bytes)
+    return np.unpackbits(packed, axis=1, count=width).view(bool), threshold
 
 
 def mask_level(slide: Slide, mask_mpp: float) -> tuple[int, int]:
@@ -80,22 +307,36 @@ def mask_level(slide: Slide, mask_mpp: float) -> tuple[int, int]:
     return level, factor
 
 
-def compute_tissue_mask(slide: Slide, settings: TissueSettings) -> TissueMask:
-    """Tissue mask of ``slide``; raises :class:`NoTissueError` when nothing looks like tissue."""
+def compute_tissue_mask(slide: Slide, settings: TissueSettings, strip_bytes: int = STRIP_BYTES) -> TissueMask:
+    """Tissue mask of ``slide``; raises :class:`NoTissueError` when nothing looks like tissue.
+
+    The picture (``slide.read_level_downscaled(level, factor)``) is read strip by strip, never whole.
+    """
     level, factor = mask_level(slide, settings.mask_mpp)
-    rgb = slide.read_level_downscaled(level, factor)
-    mask, threshold = tissue_from_rgb(rgb, settings)
-    fraction = float(mask.mean()) if mask.size else 0.0
+    level_w, level_h = slide.info.level_dimensions[level]
+    height, width = -(-level_h // factor), -(-level_w // factor)
+    # Read a stored tile row at a time (when it fits the budget): strips may be thinner, but no stored
+    # tile is decoded twice in a pass.
+    tile_h = slide.native_tile_size(level)[1]
+    block = -(-tile_h // factor)
+    if block * width * 3 > strip_bytes:
+        block = 0
+
+    def read_rows(start: int, stop: int) -> np.ndarray:
+        return slide.read_level_downscaled_rows(level, factor, start, stop)
+
+    packed, threshold, count = tissue_from_rows(read_rows, height, width, settings, strip_bytes, block)
+    fraction = count / (height * width) if height * width else 0.0  # == mask.mean(), exactly
     if fraction == 0.0:
         raise NoTissueError(
             "no tissue was found on the slide",
             slide.path,
             "Check that this is a stained H&E slide; if the stain is very pale, lower the saturation threshold.",
         )
-    downsample = slide.info.level_downsamples[level] * factor
-    return TissueMask(
-        mask=mask,
-        downsample=downsample,
+    return TissueMask.from_packed(
+        packed,
+        (height, width),
+        downsample=slide.info.level_downsamples[level] * factor,
         threshold=threshold,
         tissue_fraction=fraction,
         level=level,
