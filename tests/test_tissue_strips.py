@@ -27,6 +27,7 @@ from sequoia_clinic.slides.opening import open_slide
 from sequoia_clinic.slides.tiling import build_tile_grid, mask_fractions
 from sequoia_clinic.slides.tissue import (
     TissueMask,
+    close_mask,
     compute_tissue_mask,
     mask_level,
     otsu_from_histogram,
@@ -146,6 +147,19 @@ def test_otsu_from_histogram_equals_skimage_on_the_values():
     for values in cases:
         counts = np.bincount(values, minlength=256)
         assert otsu_from_histogram(counts, 255.0) == _oracle_otsu(values, 255.0), values[:10]
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 3])
+def test_close_mask_equals_scipy_dilation_then_erosion(iterations):
+    rng = np.random.default_rng(11 + iterations)
+    for _ in range(40):
+        height, width = (int(v) for v in rng.integers(1, 40, size=2))
+        mask = rng.random((height, width)) < rng.uniform(0.05, 0.8)
+        expected = mask
+        if iterations:
+            expected = ndimage.binary_dilation(mask, iterations=iterations)
+            expected = ndimage.binary_erosion(expected, iterations=iterations, border_value=1)
+        np.testing.assert_array_equal(close_mask(mask, iterations), expected)
 
 
 # -- strips == whole picture -------------------------------------------------------------------------------

@@ -13,13 +13,13 @@ Memory does not grow with the slide: the picture is never held whole. It is read
 1. each strip, with the median filter's radius of extra rows above and below (the halo), adds to 256-bin
    histograms of the filtered saturation and of R, G and B over the valid pixels; Otsu's threshold of a
    histogram is skimage's ``threshold_otsu`` of the values themselves (it histograms uint8 data the same
-   way);
+   way; :func:`otsu_from_histogram` does the same arithmetic without importing skimage);
 2. each strip is masked with a halo of ``median radius + 2 x morphology_iterations`` rows: a mask row
    depends on saturation at most that far away (the median filter reads 3 rows each way, each dilation
    and each erosion with the cross one more), so once the halo is cut off, the strip's rows are exactly
    those of the whole-picture computation. Halo rows only exist inside the picture; at the picture's
    true top and bottom the strip ends there, so Pillow's edge handling and scipy's borders (0 for
-   dilation, 1 for erosion) act as they would on the whole picture. This pass needs only whether the
+   dilation, 1 for erosion; :func:`close_mask` does what scipy does) act as they would on the whole picture. This pass needs only whether the
    filtered saturation exceeds the threshold, which a count of the window's values above it decides
    exactly (:func:`_median_above`), so the slow median filter runs once per pixel, as before.
 
@@ -145,14 +145,47 @@ def _median_saturation(rgb: np.ndarray, size: int) -> np.ndarray:
 
 def otsu_from_histogram(counts: np.ndarray, default: float) -> float:
     """skimage's ``threshold_otsu`` of the uint8 values counted in ``counts`` (256 bins); ``default`` when
-    there are no values or only one distinct value."""
-    from skimage.filters import threshold_otsu
+    there are no values or only one distinct value.
 
+    The same arithmetic as ``skimage.filters.threshold_otsu(hist=...)`` (trimmed empty end bins, float32
+    counts, the between-class variance of each cut), written out here because importing
+    ``skimage.filters`` pulls in ``scipy.ndimage``: ~0.2 s of an ``inspect`` that must start in under 1 s.
+    ``tests/test_tissue_strips.py`` compares it with skimage on hundreds of histograms.
+    """
     counts = np.asarray(counts, dtype=np.int64)
-    if np.count_nonzero(counts) <= 1:
+    present = np.flatnonzero(counts)
+    if present.size <= 1:
         return default
-    # skimage trims empty end bins exactly as its own histogram of the values does (source_range="image").
-    return float(threshold_otsu(hist=(counts, np.arange(counts.size, dtype=np.int64))))
+    start, end = int(present[0]), int(present[-1]) + 1
+    weights = counts[start:end].astype(np.float32)
+    centers = np.arange(start, end, dtype=np.int64)
+    weight1 = np.cumsum(weights)
+    weight2 = np.cumsum(weights[::-1])[::-1]
+    mean1 = np.cumsum(weights * centers) / weight1
+    mean2 = (np.cumsum((weights * centers)[::-1]) / weight2[::-1])[::-1]
+    variance12 = weight1[:-1] * weight2[1:] * (mean1[:-1] - mean2[1:]) ** 2
+    return float(centers[int(np.argmax(variance12))])
+
+
+def _cross_step(mask: np.ndarray, border: bool, combine: Callable[..., np.ndarray]) -> np.ndarray:
+    """One dilation (``np.logical_or``, border False) or erosion (``np.logical_and``, border True) with
+    the 4-neighbour cross, outside pixels taken as ``border``: ``scipy.ndimage.binary_dilation`` /
+    ``binary_erosion`` with their default structure, one iteration (hand-written for the same start-up
+    reason as :func:`otsu_from_histogram`; the tests compare with scipy)."""
+    padded = np.pad(mask, 1, constant_values=border)
+    out = combine(padded[1:-1, 1:-1], padded[:-2, 1:-1])
+    for neighbour in (padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]):
+        combine(out, neighbour, out=out)
+    return out
+
+
+def close_mask(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """Dilate ``iterations`` times (outside = 0), then erode as many times (outside = 1), with the cross."""
+    for _ in range(iterations):
+        mask = _cross_step(mask, False, np.logical_or)
+    for _ in range(iterations):
+        mask = _cross_step(mask, True, np.logical_and)
+    return mask
 
 
 def strip_rows(width: int, budget: int = STRIP_BYTES) -> int:
@@ -238,8 +271,6 @@ def _thresholds(
 
 def _mask_chunk(rgb: np.ndarray, thresholds: _Thresholds, settings: TissueSettings) -> np.ndarray:
     """The closed mask of a block of whole picture rows (exact away from its cut edges, see the module)."""
-    from scipy import ndimage
-
     valid = (rgb > settings.min_rgb).all(axis=2)
     bright = np.ones(valid.shape, dtype=bool)
     for channel in range(3):
@@ -250,8 +281,7 @@ def _mask_chunk(rgb: np.ndarray, thresholds: _Thresholds, settings: TissueSettin
     del valid, bright
     iterations = settings.morphology_iterations
     if iterations > 0 and mask.any():  # an empty mask stays empty: closing it changes nothing
-        mask = ndimage.binary_dilation(mask, iterations=iterations)
-        mask = ndimage.binary_erosion(mask, iterations=iterations, border_value=1)
+        mask = close_mask(mask, iterations)
     return mask
 
 
