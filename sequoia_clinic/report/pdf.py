@@ -42,7 +42,7 @@ from reportlab.platypus import (
 
 from sequoia_clinic.fileio import write_bytes_atomic
 from sequoia_clinic.report import content, figures
-from sequoia_clinic.report.figures import FigurePNG
+from sequoia_clinic.report.figures import FigureImage
 from sequoia_clinic.report.model import GeneRow, ReportData
 from sequoia_clinic.report.templates import ReportText, load_report_text
 from sequoia_clinic.settings import ReportSettings
@@ -297,8 +297,8 @@ def _result_block(data: ReportData, text: ReportText, st: _Styles) -> Table:
     return table
 
 
-def _image(fig: FigurePNG) -> Image:
-    return Image(io.BytesIO(fig.png), width=fig.width_mm * mm, height=fig.height_mm * mm)
+def _image(fig: FigureImage) -> Image:
+    return Image(io.BytesIO(fig.data), width=fig.width_mm * mm, height=fig.height_mm * mm)
 
 
 def _sentence_box(sentence: str, st: _Styles, text: ReportText) -> Table:
@@ -333,11 +333,11 @@ def _side_by_side(left: list[Flowable], right: list[Flowable], left_w: float) ->
 
 @dataclass(frozen=True)
 class _Figures:
-    score_bar: FigurePNG
-    distribution: FigurePNG
-    km: FigurePNG
-    genes: FigurePNG
-    slide: FigurePNG | None
+    score_bar: FigureImage
+    distribution: FigureImage
+    km: FigureImage
+    genes: FigureImage
+    slide: FigureImage | None
 
 
 _HALF_MM = CONTENT_W_MM / 2 - 2
