@@ -1,4 +1,4 @@
-"""Start-up and memory per worker of the real command line: lazy imports vs an eager-import build, side by side.
+"""Start-up and memory per worker of the real command line: this build vs an earlier revision, side by side.
 
 Every measurement is the real command run as its own child process (``python -m sequoia_clinic ...``, the
 same entry point as the ``sequoia-clinic`` script), with the caches in a temporary folder
@@ -6,17 +6,19 @@ same entry point as the ``sequoia-clinic`` script), with the caches in a tempora
 user's own cache is neither read nor written.
 
 1. Start-up (issue 14, item 4): ``--help``, ``inspect DEMO`` and ``score DEMO --allow-inadequate`` (the
-   packaged demo slide and bundle), each the median of ``--runs`` runs, in two modes interleaved run by run:
+   packaged demo slide and bundle), each the median of ``--runs`` runs, in two builds interleaved run by run:
 
-   * lazy  -- the command as shipped (heavy modules imported only by the stage that needs them);
-   * eager -- a child that first imports torch, timm, sklearn.cluster, lifelines, sksurv.linear_model,
-              matplotlib.pyplot, reportlab.platypus, wsidicom, pydicom and pandas, then runs the same command
-              line (``sequoia_clinic.cli.main.app``): a stand-in for the earlier eager-import build.
+   * this build -- the working tree, as shipped;
+   * baseline   -- the package as it was at ``--baseline REV`` (default: the last commit before the
+                   start-up work of issue 14, with every heavy library imported up front), extracted with
+                   ``git archive`` into the temporary folder and run with ``PYTHONPATH`` pointing at it, in
+                   the same interpreter and environment. Its data folders (``models/``, ``templates/``) come
+                   from the installed package; they did not change between the two revisions.
 
-   ``score`` runs once in each mode before the timed runs (so the demo weights and the slide's feature cache
-   exist; the lazy one, on the empty cache, is reported as the cold first run). Printed: wall medians, the
-   ratio lazy/eager, the targets (``score`` <= 5.0 s and <= 45 % of the eager build; ``--help`` and
-   ``inspect`` < 1.0 s) and the stage timings of the last lazy ``score``'s ``result.json``.
+   ``score`` runs once in each build before the timed runs (so the demo weights and the slide's feature
+   cache exist; this build's, on the empty cache, is reported as the cold first run). Printed: wall medians,
+   the ratio this/baseline, the targets (``score`` <= 5.0 s and <= 45 % of the baseline; ``--help`` and
+   ``inspect`` < 1.0 s) and the stage timings of the last ``score``'s ``result.json``.
 2. Lean workers (item 5): peak RSS of ``predict SLIDE --out X.csv --no-cache`` (demo bundle: the encoder and
    k-means really run) and of ``inspect SLIDE`` on the demo slide and on synthetic pyramidal SVS slides
    (``bench_tiles.write_svs``: demo-slide pixels mirrored and repeated; 10,000², 40,000 x 30,000 and 80,000²
@@ -43,8 +45,8 @@ bench's own peak -- hence the launcher (~10 MB, printed as "bare python"), and s
 separate process too. ``/usr/bin/time -f %M`` would do the same job but is not installed everywhere.
 Deterministic inputs (seeded weights, fixed slides), offline.
 
-    .venv/bin/python benches/bench_start.py [--runs 5] [--sizes 10000x10000,40000x30000,80000x80000]
-        [--parts start,memory] [--uni] [--tmp /tmp]
+    .venv/bin/python benches/bench_start.py [--runs 5] [--baseline REV]
+        [--sizes 10000x10000,40000x30000,80000x80000] [--parts start,memory] [--uni] [--tmp /tmp]
 """
 
 from __future__ import annotations
@@ -63,26 +65,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SLIDE = REPO / "sequoia_clinic" / "demo" / "CMU-1-Small-Region.svs"
-EAGER_MODULES = (
-    "torch",
-    "timm",
-    "sklearn.cluster",
-    "lifelines",
-    "sksurv.linear_model",
-    "matplotlib.pyplot",
-    "reportlab.platypus",
-    "wsidicom",
-    "pydicom",
-    "pandas",
-)
-EAGER_CODE = (
-    "import importlib, sys\n"
-    "for name in sys.argv[1].split(','):\n"
-    "    importlib.import_module(name)\n"
-    "sys.argv = ['sequoia-clinic', *sys.argv[2:]]\n"
-    "from sequoia_clinic.cli.main import app\n"
-    "app(prog_name='sequoia-clinic')\n"
-)
+BASELINE = "fa618f1"  # the last commit before issue 14's start-up work (eager imports, PNG figures)
 # Runs argv[2:] and writes its peak RSS (KiB), exit code and wall seconds to argv[1]. Only os, sys and time
 # (built in) are loaded, with -S (no site): the command's RSS never starts from this bench's own peak.
 LAUNCHER = (
@@ -147,10 +130,15 @@ class Bench:
             raise SystemExit(f"command failed (exit {code}): {' '.join(argv)}\n{tail}")
         return Run(float(wall), int(maxrss_kb) / 1024.0, text)
 
-    def cli(self, args: list[str], eager: tuple[str, ...] | None = None) -> Run:
-        if eager is None:
+    def cli(self, args: list[str], baseline: Path | None = None) -> Run:
+        """``sequoia-clinic ARGS`` of this build, or of the package tree at ``baseline``."""
+        if baseline is None:
             return self.run([sys.executable, "-m", "sequoia_clinic", *args])
-        return self.run([sys.executable, "-c", EAGER_CODE, ",".join(eager), *args])
+        self.env["PYTHONPATH"] = str(baseline)
+        try:
+            return self.run([sys.executable, "-m", "sequoia_clinic", *args])
+        finally:
+            del self.env["PYTHONPATH"]
 
 
 def _fmt_range(walls: list[float]) -> str:
@@ -174,9 +162,23 @@ def _check(ok: bool) -> str:
 
 
 # ---- 1. start-up ------------------------------------------------------------------------------------------
-def bench_start(bench: Bench, runs: int, eager: tuple[str, ...]) -> None:
+def extract_baseline(root: Path, revision: str) -> Path:
+    """The package tree of ``revision`` (``git archive``) under ``root``; the bench stops if git cannot."""
+    target = root / "baseline"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", revision, "sequoia_clinic"], capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        raise SystemExit(f"cannot extract --baseline {revision}: {archive.stderr.decode(errors='replace')}")
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def bench_start(bench: Bench, runs: int, revision: str) -> None:
     demo = str(DEMO_SLIDE)
     outs = bench.root / "reports"
+    baseline = extract_baseline(bench.root, revision)
 
     def score_args(tag: str) -> list[str]:
         folder = outs / tag
@@ -189,38 +191,38 @@ def bench_start(bench: Bench, runs: int, eager: tuple[str, ...]) -> None:
         "score DEMO": score_args,
     }
     cold = bench.cli(score_args("cold"))
-    bench.cli(score_args("eager-warm-up"), eager)
-    results: dict[str, dict[str, list[Run]]] = {name: {"lazy": [], "eager": []} for name in commands}
+    bench.cli(score_args("baseline-warm-up"), baseline)
+    results: dict[str, dict[str, list[Run]]] = {name: {"this": [], "baseline": []} for name in commands}
     for index in range(runs):
         for name, make in commands.items():
-            results[name]["lazy"].append(bench.cli(make(f"lazy-{index}")))
-            results[name]["eager"].append(bench.cli(make(f"eager-{index}"), eager))
-    timings = json.loads((outs / f"lazy-{runs - 1}" / "result.json").read_text())["timings"]
+            results[name]["this"].append(bench.cli(make(f"this-{index}")))
+            results[name]["baseline"].append(bench.cli(make(f"baseline-{index}"), baseline))
+    timings = json.loads((outs / f"this-{runs - 1}" / "result.json").read_text())["timings"]
     shutil.rmtree(outs, ignore_errors=True)
 
     print(
-        f"Start-up: wall seconds, median of {runs} runs (min-max), lazy (this build) vs eager (imports "
-        f"{', '.join(eager)} first), interleaved"
+        f"Start-up: wall seconds, median of {runs} runs (min-max), this build vs the baseline revision "
+        f"{revision}, interleaved"
     )
     print(
-        f"  {'command':<14} {'lazy s':>7} {'range':>11} {'eager s':>8} {'range':>11} {'lazy/eager':>10} "
-        f"{'lazy RSS':>9} {'eager RSS':>9}  target"
+        f"  {'command':<14} {'this s':>7} {'range':>11} {'base s':>8} {'range':>11} {'this/base':>10} "
+        f"{'this RSS':>9} {'base RSS':>9}  target"
     )
     targets = {
-        "--help": lambda lazy, ratio: (lazy < 1.0, "< 1.0 s"),
-        "inspect DEMO": lambda lazy, ratio: (lazy < 1.0, "< 1.0 s"),
-        "score DEMO": lambda lazy, ratio: (lazy <= 5.0 and ratio <= 0.45, "<= 5.0 s and <= 0.45x eager"),
+        "--help": lambda this, ratio: (this < 1.0, "< 1.0 s"),
+        "inspect DEMO": lambda this, ratio: (this < 1.0, "< 1.0 s"),
+        "score DEMO": lambda this, ratio: (this <= 5.0 and ratio <= 0.45, "<= 5.0 s and <= 0.45x baseline"),
     }
-    for name, by_mode in results.items():
-        lazy_walls = [r.wall_s for r in by_mode["lazy"]]
-        eager_walls = [r.wall_s for r in by_mode["eager"]]
-        lazy, eager_s = statistics.median(lazy_walls), statistics.median(eager_walls)
-        ok, target = targets[name](lazy, lazy / eager_s)
-        lazy_rss = statistics.median(r.rss_mb for r in by_mode["lazy"])
-        eager_rss = statistics.median(r.rss_mb for r in by_mode["eager"])
+    for name, by_build in results.items():
+        this_walls = [r.wall_s for r in by_build["this"]]
+        base_walls = [r.wall_s for r in by_build["baseline"]]
+        this, base = statistics.median(this_walls), statistics.median(base_walls)
+        ok, target = targets[name](this, this / base)
+        this_rss = statistics.median(r.rss_mb for r in by_build["this"])
+        base_rss = statistics.median(r.rss_mb for r in by_build["baseline"])
         print(
-            f"  {name:<14} {lazy:>7.2f} {_fmt_range(lazy_walls):>11} {eager_s:>8.2f} "
-            f"{_fmt_range(eager_walls):>11} {lazy / eager_s:>9.2f}x {lazy_rss:>6.0f} MB {eager_rss:>6.0f} MB  "
+            f"  {name:<14} {this:>7.2f} {_fmt_range(this_walls):>11} {base:>8.2f} "
+            f"{_fmt_range(base_walls):>11} {this / base:>9.2f}x {this_rss:>6.0f} MB {base_rss:>6.0f} MB  "
             f"{target}: {_check(ok)}"
         )
     print(
@@ -229,7 +231,7 @@ def bench_start(bench: Bench, runs: int, eager: tuple[str, ...]) -> None:
     )
     rows = _flatten(timings)
     print(
-        f"  stage timings of the last lazy score (result.json 'timings', s), wall {results['score DEMO']['lazy'][-1].wall_s:.2f} s:"
+        f"  stage timings of the last score (result.json 'timings', s), wall {results['score DEMO']['this'][-1].wall_s:.2f} s:"
     )
     for start in range(0, len(rows), 4):
         print("    " + "  ".join(f"{key} {value:.2f}" for key, value in rows[start : start + 4]))
@@ -398,7 +400,8 @@ def _size(text: str) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per command and mode (median)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per command and build (median)")
+    parser.add_argument("--baseline", default=BASELINE, help="git revision to compare start-up with")
     parser.add_argument(
         "--sizes", default="10000x10000,40000x30000,80000x80000", help="synthetic slides, WxH,... (memory)"
     )
@@ -427,19 +430,11 @@ def main() -> None:
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if unknown := parts - {"start", "memory"}:
         parser.error(f"unknown --parts {sorted(unknown)}")
-    eager = []
-    import importlib.util
-
-    for name in EAGER_MODULES:  # only the top-level package is looked up: nothing heavy imported here
-        if importlib.util.find_spec(name.split(".")[0]) is not None:
-            eager.append(name)
-        else:
-            print(f"note: {name} is not installed; the eager build imports the others")
     root = Path(tempfile.mkdtemp(prefix="bench-start-", dir=args.tmp))
     try:
         bench = Bench(root)
         if "start" in parts:
-            bench_start(bench, args.runs, tuple(eager))
+            bench_start(bench, args.runs, args.baseline)
         if "memory" in parts:
             sizes = [_size(s) for s in args.sizes.split(",") if s.strip()]
             bench_memory(bench, sizes, args if args.uni else None)
