@@ -236,8 +236,11 @@ class Slide(ABC):
         with self._tile_lock:
             self._decoded_tiles += 1
 
-    def _tile_corrupt(self, level: int, column: int, row: int, error: CorruptTileError) -> None:
-        """Record an undecodable stored tile; refuse the slide once too many are (see ``MAX_CORRUPT_SHARE``)."""
+    def _tile_corrupt(
+        self, level: int, column: int, row: int, error: CorruptTileError, size: tuple[int, int]
+    ) -> np.ndarray:
+        """Record an undecodable stored tile and give it as white, (height, width) = ``size``; refuse the
+        slide once too many are (see ``MAX_CORRUPT_SHARE``)."""
         with self._tile_lock:
             self._corrupt.add((level, column, row))
             count, decoded = len(self._corrupt), self._decoded_tiles
@@ -248,6 +251,7 @@ class Slide(ABC):
                 self.path,
                 "The file is damaged; copy or export the slide again.",
             ) from error
+        return np.full((*size, 3), BACKGROUND, dtype=np.uint8)
 
     def corrupt_tiles(self, level: int) -> frozenset[tuple[int, int]]:
         """(column, row) of the stored tiles of ``level`` that could not be decoded (read as white)."""

@@ -29,7 +29,6 @@ from wsidicom import WsiDicom
 
 from sequoia_clinic.errors import CorruptTileError, InputPathError, SlideFormatError
 from sequoia_clinic.slides.base import (
-    BACKGROUND,
     Slide,
     SlideInfo,
     SlideMetadata,
@@ -333,8 +332,7 @@ class DicomSlide(Slide):
             error = CorruptTileError(
                 f"a DICOM frame could not be decoded ({type(exc).__name__})", self.path, _FIX_DAMAGED
             )
-            self._tile_corrupt(level, column, row, error)
-            return np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+            return self._tile_corrupt(level, column, row, error, (height, width))
         return tile[:height, :width]
 
     def _decode_tile(self, level: int, column: int, row: int, data: bytes | None) -> np.ndarray:

@@ -166,8 +166,7 @@ class TiffSlideBackend(Slide):
             error = CorruptTileError(
                 f"a tile could not be decoded ({type(exc).__name__})", self.path, _FIX_DAMAGED
             )
-            self._tile_corrupt(level, column, row, error)
-            return np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+            return self._tile_corrupt(level, column, row, error, (height, width))
         return to_rgb8(samples, tiled.format)
 
 

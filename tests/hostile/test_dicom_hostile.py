@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from dicom_wsi import damage_frames, fragment_spans, j2k_bomb, jpeg_frames, write_series
 from hostile_corpus import tissue_pixels
+from test_hostile_cli import _CHILD
 
 from sequoia_clinic.errors import CorruptTileError, SlideFormatError
 from sequoia_clinic.slides.base import CORRUPT_TILE_ALLOWANCE, MAX_COMPRESSION_RATIO
@@ -204,21 +205,7 @@ def test_the_clean_series_passes_the_checks(tmp_path):
         assert slide.corrupt_tile_count == 0 and thumbnail.shape == (256, 256, 3)
 
 
-# ---- as real processes: whole stderr, peak memory --------------------------------------------------------------
-_CHILD = """
-import atexit, sys
-PEAK_FILE = sys.argv.pop(1)
-def _peak():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            open(PEAK_FILE, "w").write(line.split()[1])
-atexit.register(_peak)
-from sequoia_clinic.cli.main import app
-sys.argv[0] = "sequoia-clinic"
-app()
-"""
-
-
+# ---- as real processes: whole stderr, peak memory (the child runner of test_hostile_cli) --------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["bomb", "many-damaged"])
 def test_as_a_real_process_stays_quiet_and_bounded(case: str, tmp_path: Path):
