@@ -344,7 +344,8 @@ def _table_errors(fmt: TableFormat) -> Iterator[None]:
         raise TableError(
             f"the {fmt.what} is empty", fmt.path, "Give a header row and one row per patient."
         ) from None
-    except (ValueError, OSError, csv.Error, pd.errors.ParserError, pa.ArrowException) as exc:
+    except (ValueError, IndexError, OSError, csv.Error, pd.errors.ParserError, pa.ArrowException) as exc:
+        # (IndexError: pandas' C parser on rows it cannot line up with the header)
         raise TableError(
             f"cannot read the {fmt.what} ({type(exc).__name__})", fmt.path, "Give a CSV, TSV or Parquet file."
         ) from None
@@ -387,7 +388,16 @@ def _header_record(fmt: TableFormat) -> list[str]:
             fmt.path,
             "Start the file with the header row.",
         )
-    return next(csv.reader(text.splitlines(keepends=True), delimiter=sep))
+    if "\x00" in text:
+        raise TableError(
+            f"the {fmt.what} holds NUL bytes: it is not a text table",
+            fmt.path,
+            "Give a CSV, TSV or Parquet file.",
+        )
+    names = next(csv.reader(text.splitlines(keepends=True), delimiter=sep))
+    # an empty header cell (R's write.csv leaves the row-name column unnamed) gets pandas' name for it, so
+    # that the names here and the ones pandas gives the parsed columns agree
+    return [name if name else f"Unnamed: {index}" for index, name in enumerate(names)]
 
 
 @contextlib.contextmanager
