@@ -253,6 +253,26 @@ def test_synthetic_pyramid_resamples_with_area_interpolation(mosaic_pyramid):
             assert np.abs(tile.astype(int) - expected).max() <= 1
 
 
+def test_planned_reads_drop_spent_tiles_and_still_decode_each_tile_once(cmu, cmu_svs):
+    """A grid-order pass that announces its reads keeps ~the spent budget, not the whole budget."""
+    slide, _, _, _ = cmu
+    tile_bytes = int(np.prod(slide.native_tile_size(0))) * 3
+    cache = NativeTileCache(slide, 0, max_bytes=1 << 30, executor=None, spent_bytes=12 * tile_bytes)
+    # output "tiles" that straddle two stored rows, read row by row: every stored tile is used twice
+    reads = [[(col, row), (col, row + 1)] for row in range(12) for col in range(10)]
+    cache.plan(key for keys in reads for key in keys)
+    peak = 0
+    for keys in reads:
+        cache.fetch(keys)
+        peak = max(peak, cache.cached_bytes)
+    assert cache.decoded == 130  # each of the 13 x 10 stored tiles once
+    assert peak <= 13 * tile_bytes  # the spent budget plus the tile just stored, not 130 tiles
+    unplanned = NativeTileCache(slide, 0, max_bytes=1 << 30, executor=None, spent_bytes=12 * tile_bytes)
+    for keys in reads:
+        unplanned.fetch(keys)
+    assert unplanned.decoded == 130 and unplanned.cached_bytes > 100 * tile_bytes  # no plan: all kept (LRU)
+
+
 def test_tile_cache_respects_its_budget(cmu, cmu_svs):
     slide, _, _, grid = cmu
     cache = NativeTileCache(slide, 0, max_bytes=1 << 20, executor=None)

@@ -12,7 +12,9 @@ works on one batch (the tile selection checks its pixels), the stored tiles of t
 in the pool. The cache itself is only touched by the caller's thread; pool threads only decode.
 
 Memory is bounded by the cache budget (``TileSettings.tile_cache_mb``; nothing is kept when stored tiles
-match the read squares one to one) plus two batches, whatever the slide size. Tiles come out in the order
+match the read squares one to one) plus two batches, whatever the slide size. Readers that know what they
+will read announce it (:meth:`TileReader.plan`): a stored tile with no announced use left is dropped first
+once the cache holds ``SPENT_TILE_BYTES``, so a grid-order pass keeps a couple of rows, not the budget. Tiles come out in the order
 of the requested indices. When the read level is not at the target resolution the read squares are shrunk
 with area (box) interpolation: Pillow's ``reduce`` for integer factors, ``resize(BOX)`` otherwise.
 """
@@ -32,6 +34,9 @@ from sequoia_clinic.slides.base import Slide, assemble_region
 from sequoia_clinic.slides.grid import TileGrid
 
 Key = tuple[int, int]  # (column, row) of a stored tile
+# Spent stored tiles (no announced use left) are dropped first once the cache holds this much: about two rows
+# of 240 px stored tiles across a 60,000 px wide level, what a grid-order read needs at once.
+SPENT_TILE_BYTES = 32 << 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +62,7 @@ class NativeTileCache:
         max_bytes: int,
         executor: ThreadPoolExecutor | None,
         threads: int = 2,
+        spent_bytes: int = SPENT_TILE_BYTES,
     ) -> None:
         self.slide = slide
         self.level = level
@@ -69,6 +75,10 @@ class NativeTileCache:
         self._executor = executor
         self._threads = max(1, threads)  # the executor's workers: missing tiles are split in this many groups
         self.decoded = 0  # number of native tiles decoded (for benchmarks and tests)
+        self.spent_bytes = min(spent_bytes, max_bytes)
+        self._uses_left: dict[Key, int] = {}  # planned uses not yet requested (see :meth:`plan`)
+        self._spent: dict[Key, None] = {}  # cached tiles whose planned uses are all past, oldest first
+        self._has_plan = False
 
     @property
     def cached_bytes(self) -> int:
@@ -87,9 +97,32 @@ class NativeTileCache:
             for col in range(x0 // tile_w, -(-x1 // tile_w))
         ]
 
+    def plan(self, keys: Iterable[Key]) -> None:
+        """Announce upcoming requests: each occurrence of a key in ``keys`` is one future use of that tile.
+
+        A cached tile whose announced uses have all been requested is *spent*: once the cache holds more
+        than ``spent_bytes``, spent tiles go first, so a grid-order read keeps about two rows of stored
+        tiles instead of filling the whole budget. (An unannounced later request of a spent tile that was
+        dropped decodes it again; the tile selection announces each round when it starts.)
+        """
+        self._has_plan = True
+        for key in keys:
+            self._uses_left[key] = self._uses_left.get(key, 0) + 1
+            self._spent.pop(key, None)
+
     def request(self, keys: Iterable[Key]) -> Callable[[], dict[Key, np.ndarray]]:
         """Start decoding the tiles of ``keys`` not cached or being decoded; returns the function giving them."""
-        wanted = list(dict.fromkeys(keys))
+        occurrences = list(keys)
+        for key in occurrences:  # one planned use each (see :meth:`plan`)
+            left = self._uses_left.get(key)
+            if left is not None:
+                if left <= 1:
+                    del self._uses_left[key]
+                    if key in self._tiles:
+                        self._spent[key] = None
+                else:
+                    self._uses_left[key] = left - 1
+        wanted = list(dict.fromkeys(occurrences))
         found = {key: self._tiles[key] for key in wanted if key in self._tiles}  # held: safe from eviction
         for key in found:
             self._tiles.move_to_end(key)
@@ -133,8 +166,17 @@ class NativeTileCache:
     def _store(self, key: Key, tile: np.ndarray) -> None:
         self._tiles[key] = tile
         self._bytes += tile.nbytes
+        if self._has_plan and key not in self._uses_left:
+            self._spent[key] = None
+        while self._bytes > self.spent_bytes and self._spent:  # spent tiles first (see :meth:`plan`)
+            self._drop(next(iter(self._spent)))
         while self._bytes > self.max_bytes and self._tiles:
-            _, old = self._tiles.popitem(last=False)
+            self._drop(next(iter(self._tiles)))
+
+    def _drop(self, key: Key) -> None:
+        self._spent.pop(key, None)
+        old = self._tiles.pop(key, None)
+        if old is not None:
             self._bytes -= old.nbytes
 
 
@@ -199,14 +241,17 @@ class TileReader:
             raise IndexError(f"tile indices must lie in 0..{self.grid.n_tiles - 1}")
         return indices
 
-    def _request(self, indices: np.ndarray) -> Callable[[], dict[Key, np.ndarray]]:
+    def _keys(self, indices: np.ndarray) -> Iterator[Key]:
         read_px = self.grid.read_px
-        keys = (
-            key
-            for x, y in self._corners[indices]
-            for key in self.cache.keys_for(int(x), int(y), read_px, read_px)
-        )
-        return self.cache.request(keys)
+        for x, y in self._corners[indices]:
+            yield from self.cache.keys_for(int(x), int(y), read_px, read_px)
+
+    def plan(self, indices: np.ndarray) -> None:
+        """Announce that the tiles ``indices`` will be read (see :meth:`NativeTileCache.plan`)."""
+        self.cache.plan(self._keys(self._check(indices)))
+
+    def _request(self, indices: np.ndarray) -> Callable[[], dict[Key, np.ndarray]]:
+        return self.cache.request(self._keys(indices))
 
     def _cut(
         self, indices: np.ndarray, tiles: dict[Key, np.ndarray], out: np.ndarray | None = None
@@ -266,6 +311,7 @@ def iter_tile_batches(
         raise IndexError(f"tile indices must lie in 0..{grid.n_tiles - 1}")
     size = max(1, settings.batch_size)
     with TileReader(slide, grid, settings) as reader:
+        reader.plan(indices)
         chunks = (indices[start : start + size] for start in range(0, indices.size, size))
         for chunk, pixels in reader.read_batches(chunks):
             yield TileBatch(chunk, pixels)

@@ -423,6 +423,7 @@ class TileSelection:
                 candidates = self._next_round()
                 if not candidates.size:
                     return None
+                reader.plan(candidates)  # the round's stored tiles can be dropped after their last use
                 self._stream = reader.read_batches(self._round_batches(candidates))
             batch = next(self._stream, None)
             if batch is not None:
