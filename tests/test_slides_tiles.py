@@ -147,7 +147,7 @@ def test_synthetic_pyramid_reads_level_1_on_exact_lattice(mosaic_pyramid):
 
 def test_mask_fractions_against_brute_force():
     rng = np.random.default_rng(1)
-    mask = TissueMask(rng.random((40, 50)) > 0.6, downsample=7.3, threshold=0, tissue_fraction=0.4)
+    mask = TissueMask.from_bool(rng.random((40, 50)) > 0.6, downsample=7.3, threshold=0, tissue_fraction=0.4)
     x0 = np.array([0.0, 37.0, 120.5, 300.0])
     y0 = np.array([5.0, 99.0, 200.0])
     size = 61.7

@@ -211,7 +211,9 @@ def _check_slide(path: Path, rows: int | None) -> None:
         assert mask.level == level and mask.downsample == slide.info.level_downsamples[level] * factor
 
         grid = build_tile_grid(slide, mask, SETTINGS.tiles)
-        oracle = TissueMask(expected, mask.downsample, threshold, float(expected.mean()), level, mask.mpp)
+        oracle = TissueMask.from_bool(
+            expected, mask.downsample, threshold, float(expected.mean()), level, mask.mpp
+        )
         assert np.array_equal(oracle.mask, expected)
         rows_, columns = grid.grid_shape  # the lattice as build_tile_grid lays it out
         xs = np.array([level_to_level0(c * grid.read_px, grid.level_downsample) for c in range(columns + 1)])
@@ -261,7 +263,7 @@ def test_mask_fractions_equal_the_dense_computation(seed, monkeypatch):
     x0 = np.arange(-1, flags.shape[1] * scale / tile + 2) * tile + rng.uniform(-5, 5)
     y0 = np.arange(-1, flags.shape[0] * scale / tile + 2) * tile + rng.uniform(-5, 5)
     size_x, size_y = np.full(x0.size, tile), np.full(y0.size, tile)
-    mask = TissueMask(flags, downsample=scale, threshold=0, tissue_fraction=float(flags.mean()))
+    mask = TissueMask.from_bool(flags, downsample=scale, threshold=0, tissue_fraction=float(flags.mean()))
     expected = oracle_mask_fractions(flags, scale, x0, y0, size_x, size_y)
     for budget in (1, 4000, 1 << 22):  # from one lattice row per band to all at once
         monkeypatch.setattr(tiling, "_FRACTION_BYTES", budget)
@@ -273,14 +275,14 @@ def test_mask_fractions_equal_the_dense_computation(seed, monkeypatch):
 def test_tissue_mask_packs_and_unpacks():
     rng = np.random.default_rng(3)
     flags = rng.random((13, 21)) > 0.5
-    mask = TissueMask(flags, downsample=4.0, threshold=9.0, tissue_fraction=float(flags.mean()))
+    mask = TissueMask.from_bool(flags, downsample=4.0, threshold=9.0, tissue_fraction=float(flags.mean()))
     assert mask.shape == (13, 21) and mask.packed.shape == (13, 3) and mask.packed.dtype == np.uint8
     assert mask.mask.dtype == bool and np.array_equal(mask.mask, flags)
     assert np.array_equal(mask.rows(4, 9), flags[4:9]) and np.array_equal(mask.rows(11, 40), flags[11:])
-    again = TissueMask.from_packed(mask.packed, mask.shape, 4.0, 9.0, mask.tissue_fraction, level=2, mpp=8.0)
+    again = TissueMask(mask.packed, mask.shape, 4.0, 9.0, mask.tissue_fraction, level=2, mpp=8.0)
     assert np.array_equal(again.mask, flags) and again.level == 2 and again.mpp == 8.0
     with pytest.raises(ValueError):
-        TissueMask.from_packed(mask.packed, (13, 30), 4.0, 9.0, 0.5)
+        TissueMask(mask.packed, (13, 30), 4.0, 9.0, 0.5)
     with pytest.raises(dataclasses.FrozenInstanceError):
         mask.threshold = 3.0  # type: ignore[misc]
 

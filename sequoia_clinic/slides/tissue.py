@@ -45,7 +45,7 @@ _LEVEL_TOLERANCE = 0.1  # a level up to 10 % finer than mask_mpp still counts as
 # Working memory of one strip of the mask picture. A strip row of width W costs about
 # ``_BYTES_PER_PIXEL * W`` bytes while it is processed: the RGB rows read ahead (3 B/px, up to two blocks),
 # Pillow's copies for the HSV conversion and the median filter (4 + 3 + 2 B/px), the uint8 and bool planes
-# (saturation, window counts, valid, bright, mask: ~6 B/px) and scipy's morphology buffers (~4 B/px).
+# (saturation, window counts, valid, bright, mask: ~6 B/px) and the closing's padded copies (~4 B/px).
 # 8 MiB gives about 64 rows of a 5000 px wide picture (an 80,000 px slide at 8 um/px) and never fewer than
 # one row. The picture is read a stored tile row at a time when that fits the budget (3 B/px).
 STRIP_BYTES = 8 << 20
@@ -54,12 +54,11 @@ _BYTES_PER_PIXEL = 26
 RowReader = Callable[[int, int], np.ndarray]  # rows [start, stop) of the picture: (stop - start, W, 3) uint8
 
 
-@dataclass(frozen=True, eq=False, init=False)
+@dataclass(frozen=True, eq=False)
 class TissueMask:
     """Boolean tissue mask; pixel (row, col) covers level-0 pixels [col*ds, (col+1)*ds) x [row*ds, ...).
 
-    Built from a bool array (``TissueMask(mask, downsample, threshold, tissue_fraction, level, mpp)``) or
-    from packed rows (:meth:`from_packed`); stored packed, eight pixels a byte.
+    Stored packed, eight pixels a byte (``np.packbits`` of each row); :meth:`from_bool` packs a bool array.
     """
 
     packed: np.ndarray = field(repr=False)  # uint8 (H, ceil(W / 8)): np.packbits of each row
@@ -70,59 +69,29 @@ class TissueMask:
     level: int = 0  # pyramid level the mask image was read from
     mpp: float = 0.0  # um per mask pixel
 
-    def __init__(
-        self,
+    def __post_init__(self) -> None:
+        height, width = self.shape
+        if self.packed.dtype != np.uint8 or self.packed.shape != (height, -(-width // 8)):
+            raise ValueError(
+                f"packed rows {self.packed.dtype} {self.packed.shape} do not fit a {self.shape} mask"
+            )
+
+    @classmethod
+    def from_bool(
+        cls,
         mask: np.ndarray,
         downsample: float,
         threshold: float,
         tissue_fraction: float,
         level: int = 0,
         mpp: float = 0.0,
-    ) -> None:
+    ) -> TissueMask:
+        """A mask from a bool (H, W) array."""
         flags = np.asarray(mask, dtype=bool)
         if flags.ndim != 2:
             raise ValueError(f"a tissue mask is 2-D, got shape {flags.shape}")
-        self._set(np.packbits(flags, axis=1), flags.shape, downsample, threshold, tissue_fraction, level, mpp)
-
-    def _set(
-        self,
-        packed: np.ndarray,
-        shape: tuple[int, ...],
-        downsample: float,
-        threshold: float,
-        tissue_fraction: float,
-        level: int,
-        mpp: float,
-    ) -> None:
-        values = {
-            "packed": packed,
-            "shape": (int(shape[0]), int(shape[1])),
-            "downsample": downsample,
-            "threshold": threshold,
-            "tissue_fraction": tissue_fraction,
-            "level": level,
-            "mpp": mpp,
-        }
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
-
-    @classmethod
-    def from_packed(
-        cls,
-        packed: np.ndarray,
-        shape: tuple[int, int],
-        downsample: float,
-        threshold: float,
-        tissue_fraction: float,
-        level: int = 0,
-        mpp: float = 0.0,
-    ) -> TissueMask:
-        """A mask from rows already packed with ``np.packbits(..., axis=1)`` (kept as given, not copied)."""
-        if packed.dtype != np.uint8 or packed.shape != (shape[0], -(-shape[1] // 8)):
-            raise ValueError(f"packed rows {packed.dtype} {packed.shape} do not fit a {shape} mask")
-        self = cls.__new__(cls)
-        self._set(packed, shape, downsample, threshold, tissue_fraction, level, mpp)
-        return self
+        shape = (int(flags.shape[0]), int(flags.shape[1]))
+        return cls(np.packbits(flags, axis=1), shape, downsample, threshold, tissue_fraction, level, mpp)
 
     @property
     def mask(self) -> np.ndarray:
@@ -363,7 +332,7 @@ def compute_tissue_mask(slide: Slide, settings: TissueSettings, strip_bytes: int
             slide.path,
             "Check that this is a stained H&E slide; if the stain is very pale, lower the saturation threshold.",
         )
-    return TissueMask.from_packed(
+    return TissueMask(
         packed,
         (height, width),
         downsample=slide.info.level_downsamples[level] * factor,
