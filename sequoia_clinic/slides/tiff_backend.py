@@ -150,13 +150,14 @@ class TiffSlideBackend(Slide):
             raise SlideFormatError("tile data ends before the end of the file says", self.path, _FIX_DAMAGED)
         self._tile_decoded()
         try:
-            with captured_library_output():
-                segment, _, _ = tiled.decode(
-                    data,
-                    index,
-                    jpegtables=tiled.page.jpegtables,
-                    jpegheader=getattr(tiled.page, "jpegheader", None),
-                )
+            # No log capture here: tifffile's decode closures raise rather than log, and the capture's
+            # process-wide lock would serialise the decode threads (2 threads were slower than 1).
+            segment, _, _ = tiled.decode(
+                data,
+                index,
+                jpegtables=tiled.page.jpegtables,
+                jpegheader=getattr(tiled.page, "jpegheader", None),
+            )
             if segment is None:
                 return np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
             samples = segment.reshape(segment.shape[-3:])[:height, :width]
