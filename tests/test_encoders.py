@@ -17,6 +17,7 @@ from sequoia_clinic.encoders.extract import ArrayBatch, array_batches, extract_f
 from sequoia_clinic.encoders.model import (
     computes_in_bf16,
     create_network,
+    fold_normalisation,
     has_native_bf16,
     load_encoder,
     random_encoder,
@@ -71,13 +72,34 @@ def test_preprocessing_matches_reference_pil_transform():
         ]
     )
     expected = torch.stack([reference(Image.fromarray(t)) for t in tiles])
-    got = encoder.preprocess(torch.from_numpy(tiles))
+    got = encoder.normalise(encoder.resize(torch.from_numpy(tiles)))
     assert got.shape == (3, 3, 224, 224)
     assert got.is_contiguous(memory_format=torch.channels_last)
     # uint8 antialiased resize matches PIL to within one grey level (1/255/std in normalised units)
     diff = (got - expected).abs()
     assert diff.max() <= 1.0 / 255 / 0.224 + 1e-5
     assert (diff > 1e-4).float().mean() < 0.01
+
+
+def test_folded_normalisation_gives_the_network_on_normalised_pixels():
+    """The ViT's features from pixels - 128 with the normalisation folded into the patch embedding equal
+    the unchanged network's on torchvision-normalised pixels; the module's own weights are untouched."""
+    encoder = random_encoder(ENCODERS["demo-vit"], seed=3)
+    assert encoder.spec.input_conv == "patch_embed.proj"
+    tiles = torch.from_numpy(_tiles(4, seed=5))
+    with torch.inference_mode():
+        resized = encoder.resize(tiles).float() / 255.0
+        normalised = transforms.Normalize(encoder.spec.mean, encoder.spec.std)(resized)
+        expected = encoder.network(normalised)
+        network_input = encoder.preprocess(tiles)
+    assert network_input.dtype == torch.float32  # fp32 encoder
+    assert float(network_input.min()) >= -128 and float(network_input.max()) <= 127
+    torch.testing.assert_close(encoder.embed(tiles.numpy()), expected, atol=2e-5, rtol=1e-4)
+    fresh = random_encoder(ENCODERS["demo-vit"], seed=3).network.state_dict()
+    for key, value in encoder.network.state_dict().items():
+        assert torch.equal(value, fresh[key]), key
+    with pytest.raises(ValueError, match="pads its input"):
+        fold_normalisation(create_network(ENCODERS["resnet50"]), "conv1", encoder._scale, encoder._shift)
 
 
 def test_embed_is_deterministic_and_batch_independent():
@@ -114,6 +136,8 @@ def test_streaming_extractor_keeps_requested_order():
     assert calls[0] == 0 and calls[-1] == 10
     again, _ = extract_features(encoder, array_batches(tiles, 4), np.arange(10))
     np.testing.assert_array_equal(again[order], extract_features(encoder, batches(), order)[0])
+    in_turn, _ = extract_features(encoder, batches(), order, overlap=False)  # the CPU's way: no loader
+    np.testing.assert_array_equal(in_turn, extract_features(encoder, batches(), order)[0])
 
 
 def test_loader_errors_reach_the_caller():

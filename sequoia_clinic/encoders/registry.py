@@ -29,6 +29,9 @@ class EncoderSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     drop_key_prefixes: tuple[str, ...] = ()  # checkpoint keys of removed parts (e.g. a classifier)
+    # A Conv2d without padding that sees the pixels first (a ViT's patch embedding). The input
+    # normalisation is folded into its weights (see encoders/model.py); None: normalise the pixels.
+    input_conv: str | None = None
     description: str = ""
 
     def kwargs(self) -> dict[str, Any]:
@@ -52,6 +55,7 @@ ENCODERS: Mapping[str, EncoderSpec] = MappingProxyType(
             input_px=224,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
+            input_conv="patch_embed.proj",
             description="UNI ViT-L/16 (1024-d class token); weights: the user's own pytorch_model.bin",
         ),
         # ImageNet ResNet-50 truncated after global average pooling (2048-d), the HE2RNA-style baseline.
@@ -85,6 +89,7 @@ ENCODERS: Mapping[str, EncoderSpec] = MappingProxyType(
             input_px=224,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
+            input_conv="patch_embed.proj",
             description="small demo ViT/16 (64-d, 4 blocks); untrained, deterministic weights",
         ),
     }
