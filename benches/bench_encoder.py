@@ -10,8 +10,8 @@ tiles rather than the demo slide's 88 (whose runs last a tenth of a second and a
             ``Resize(224) → ToTensor → Normalize``, float32, ``no_grad``, ``.cpu().numpy()`` per tile;
 * read_region — the same one-tile loop, each tile read from the slide with ``read_region`` (what the
             reference's spatial script does; the README's earlier "naive" figure);
-* pipeline — ``sequoia_clinic`` from the slide: the batched tile reader (each stored tile decoded once) in a
-            background thread, uint8 → device, batched resize/normalise, ``inference_mode``, channels-last,
+* pipeline — ``sequoia_clinic`` from the slide: the batched tile reader (each stored tile decoded once; in a
+            background thread on a GPU, taking turns with the encoder on the CPU), uint8 → device, batched resize/normalise, ``inference_mode``, channels-last,
             batches of ``--batch-size``; run in float32 and in bfloat16 autocast (when the device has native
             bf16). The default ``--precision auto`` of ``predict``/``score`` is bf16 on such a device.
 
@@ -45,7 +45,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 from sequoia_clinic.encoders.extract import extract_features
-from sequoia_clinic.encoders.model import TileEncoder, computes_in_bf16, has_native_bf16, random_encoder
+from sequoia_clinic.encoders.model import (
+    TileEncoder,
+    computes_in_bf16,
+    has_native_bf16,
+    random_encoder,
+    reads_ahead,
+)
 from sequoia_clinic.encoders.registry import ENCODERS
 from sequoia_clinic.settings import Settings
 from sequoia_clinic.slides.opening import open_slide
@@ -136,8 +142,10 @@ def pipeline(
     slide, grid, indices: np.ndarray, encoder: TileEncoder, settings: Settings
 ) -> tuple[np.ndarray, float]:
     read = dataclasses.replace(settings.tiles, batch_size=settings.encoder_batch_size)
+    overlap = reads_ahead(encoder.device)  # as predict does: reading and computing take turns on a CPU
     start = time.perf_counter()
-    features, _ = extract_features(encoder, iter_tile_batches(slide, grid, indices, read), indices)
+    batches = iter_tile_batches(slide, grid, indices, read, prefetch=overlap)
+    features, _ = extract_features(encoder, batches, indices, overlap=overlap)
     return features, time.perf_counter() - start
 
 

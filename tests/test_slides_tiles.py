@@ -283,6 +283,8 @@ def test_tile_cache_respects_its_budget(cmu, cmu_svs):
     a = np.concatenate([b.pixels for b in iter_tile_batches(slide, grid, np.arange(88), small)])
     b = np.concatenate([b.pixels for b in iter_tile_batches(slide, grid, np.arange(88), SETTINGS.tiles)])
     assert np.array_equal(a, b)
+    in_turn = iter_tile_batches(slide, grid, np.arange(88), small, prefetch=False)  # no read-ahead
+    assert np.array_equal(np.concatenate([b.pixels for b in in_turn]), b)
 
 
 # -- overlay ---------------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Streaming, batched feature extraction: a loader thread decodes tiles while the encoder computes.
 
+With ``overlap=False`` (the CPU encoder, see ``encoders.model.reads_ahead``) batches are read and encoded
+in turn in the caller's thread instead.
+
 The tile reader (``sequoia_clinic.slides.iter_tile_batches``) is a generator of decoded uint8 batches. It
 is driven by one background thread (``TileEncoder.prepare``: checks, pinning for CUDA) that fills a small
 bounded queue, so JPEG/JPEG 2000 decoding (imagecodecs, which releases the GIL) overlaps with resizing,
@@ -14,7 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -93,8 +96,12 @@ def extract_features(
     queue_size: int = 4,
     progress: ProgressLike = None,
     stage: str = "encoding tiles",
+    overlap: bool = True,
 ) -> tuple[np.ndarray, ExtractionStats]:
-    """Embed every tile of ``indices`` (as delivered by ``batches``) → (len(indices), D) float32."""
+    """Embed every tile of ``indices`` (as delivered by ``batches``) → (len(indices), D) float32.
+
+    ``overlap``: read the next batch in a loader thread while this one is encoded (False: in turn).
+    """
     indices = np.asarray(indices, dtype=np.int64)
     row_of = {int(i): r for r, i in enumerate(indices)}
     features = np.zeros((len(indices), encoder.out_dim), dtype=np.float32)
@@ -102,35 +109,24 @@ def extract_features(
     report = reporter(progress)
     report.start(stage, len(indices))
 
-    q: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
-    stop = threading.Event()
-    loader = threading.Thread(
-        target=_produce, args=(batches, encoder, q, stop), name="tile-loader", daemon=True
-    )
-    start = time.perf_counter()
-    loader.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                break
-            if isinstance(item, _Failure):
-                raise item.error
-            out = encoder.forward(item.tensor).numpy()
-            if not np.isfinite(out).all():
-                raise WeightsError(
-                    f"the '{encoder.spec.name}' encoder produced non-finite features",
-                    fix="Check the encoder weights file (is it the one made for this encoder?).",
-                )
-            rows = np.fromiter(
-                (row_of[int(i)] for i in item.indices), dtype=np.int64, count=len(item.indices)
+    def encode(item: _Prepared) -> None:
+        out = encoder.forward(item.tensor).numpy()
+        if not np.isfinite(out).all():
+            raise WeightsError(
+                f"the '{encoder.spec.name}' encoder produced non-finite features",
+                fix="Check the encoder weights file (is it the one made for this encoder?).",
             )
-            features[rows] = out
-            filled[rows] = True
-            report.advance(len(rows))
-    finally:
-        stop.set()
-        loader.join()  # the loader stops after its current batch; the caller may then close the slide
+        rows = np.fromiter((row_of[int(i)] for i in item.indices), dtype=np.int64, count=len(item.indices))
+        features[rows] = out
+        filled[rows] = True
+        report.advance(len(rows))
+
+    start = time.perf_counter()
+    if overlap:
+        _encode_overlapped(batches, encoder, encode, queue_size)
+    else:
+        for batch in batches:
+            encode(_Prepared(np.asarray(batch.indices), encoder.prepare(batch.pixels)))
     report.finish()
     if not filled.all():
         missing = int((~filled).sum())
@@ -142,6 +138,32 @@ def extract_features(
         tiles_per_second=len(indices) / seconds if seconds > 0 else float("inf"),
     )
     return features, stats
+
+
+def _encode_overlapped(
+    batches: Iterable[TileBatchLike],
+    encoder: TileEncoder,
+    encode: Callable[[_Prepared], None],
+    queue_size: int,
+) -> None:
+    """``encode`` each batch in this thread while a loader thread reads and prepares the next ones."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+    stop = threading.Event()
+    loader = threading.Thread(
+        target=_produce, args=(batches, encoder, q, stop), name="tile-loader", daemon=True
+    )
+    loader.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                break
+            if isinstance(item, _Failure):
+                raise item.error
+            encode(item)
+    finally:
+        stop.set()
+        loader.join()  # the loader stops after its current batch; the caller may then close the slide
 
 
 @dataclass(frozen=True)

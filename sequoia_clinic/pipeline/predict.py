@@ -42,7 +42,7 @@ from sequoia_clinic.bundles.store import (
     verify_encoder_weights,
 )
 from sequoia_clinic.encoders.extract import ExtractionStats, extract_features
-from sequoia_clinic.encoders.model import computes_in_bf16, resolve_device
+from sequoia_clinic.encoders.model import computes_in_bf16, reads_ahead, resolve_device
 from sequoia_clinic.errors import NoTissueError, OptionError
 from sequoia_clinic.features.cache import CacheEntry, FeatureCache, cache_key, notes_from_meta, notes_to_meta
 from sequoia_clinic.features.clusters import FILL_RULES, ClusterFeatures, cluster_features
@@ -437,11 +437,13 @@ def _encode(
     sequence = check_order(order, grid.kept_indices, grid.grid_shape, reference, f.sample_seed)
     tiles = dataclasses.replace(settings.tiles, batch_size=settings.encoder_batch_size)
     selection = TileSelection(slide, grid, sequence, f.max_tiles, tiles)
+    overlap = reads_ahead(device)  # on the CPU, reading and encoding take turns on all cores
     report = reporter(progress)
     report.start("encoding tiles", min(f.max_tiles, sequence.size))
     encoder, indices, features = None, [], []
     start = time.perf_counter()
-    with contextlib.closing(selection.chunks()) as chunks:  # on an error, its reading stops before we return
+    # on an error, the selection's reading stops before we return
+    with contextlib.closing(selection.chunks(ahead=overlap)) as chunks:
         for chunk in chunks:
             if encoder is None:
                 t0 = time.perf_counter()
@@ -449,7 +451,7 @@ def _encode(
                 timings["load_encoder"] = time.perf_counter() - t0
             batches: Iterable = chunk.batches(tiles.batch_size)
             rows, _ = extract_features(
-                encoder, batches, chunk.indices, queue_size=settings.models.loader_queue
+                encoder, batches, chunk.indices, queue_size=settings.models.loader_queue, overlap=overlap
             )
             indices.append(chunk.indices)
             features.append(rows)

@@ -274,13 +274,20 @@ class TileReader:
         return self._cut(indices, self._request(indices)())
 
     def read_batches(
-        self, batches: Iterable[np.ndarray | tuple[np.ndarray, np.ndarray]]
+        self, batches: Iterable[np.ndarray | tuple[np.ndarray, np.ndarray]], prefetch: bool = True
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(indices, pixels) for each batch, in order; the next batch is decoded while the caller uses this one.
 
         A batch is an array of grid indices, or (indices, out) to have its pixels cut into ``out`` (rows of a
-        buffer of the caller's). ``batches`` is read one ahead of what was yielded, and lazily.
+        buffer of the caller's). ``batches`` is read one ahead of what was yielded, and lazily. With
+        ``prefetch=False`` each batch is decoded only when asked for (the caller computes on every core).
         """
+        if not prefetch:
+            for batch in batches:
+                indices, out = batch if isinstance(batch, tuple) else (batch, None)
+                indices = self._check(indices)
+                yield indices, self._cut(indices, self._request(indices)(), out)
+            return
         pending: tuple[np.ndarray, Callable[[], dict[Key, np.ndarray]], np.ndarray | None] | None = None
         for batch in batches:
             indices, out = batch if isinstance(batch, tuple) else (batch, None)
@@ -303,9 +310,12 @@ class TileReader:
 
 
 def iter_tile_batches(
-    slide: Slide, grid: TileGrid, indices: np.ndarray, settings: TileSettings
+    slide: Slide, grid: TileGrid, indices: np.ndarray, settings: TileSettings, prefetch: bool = True
 ) -> Iterator[TileBatch]:
-    """Yield the tiles ``grid.coords[indices]`` in that order, ``settings.batch_size`` at a time."""
+    """Yield the tiles ``grid.coords[indices]`` in that order, ``settings.batch_size`` at a time.
+
+    ``prefetch``: decode the next batch while the caller uses this one (see :meth:`TileReader.read_batches`).
+    """
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     if indices.size and (indices.min() < 0 or indices.max() >= grid.n_tiles):
         raise IndexError(f"tile indices must lie in 0..{grid.n_tiles - 1}")
@@ -313,5 +323,5 @@ def iter_tile_batches(
     with TileReader(slide, grid, settings) as reader:
         reader.plan(indices)
         chunks = (indices[start : start + size] for start in range(0, indices.size, size))
-        for chunk, pixels in reader.read_batches(chunks):
+        for chunk, pixels in reader.read_batches(chunks, prefetch):
             yield TileBatch(chunk, pixels)

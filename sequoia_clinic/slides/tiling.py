@@ -462,19 +462,26 @@ class TileSelection:
         self.seconds += time.perf_counter() - started
         return chunk
 
-    def chunks(self) -> Generator[SelectedChunk, None, None]:
-        """The chunks with passing tiles, in order; the next chunk is read and checked while this one is used."""
-        # The checks run in this selection's own thread: they take one of the ``read_threads``.
+    def chunks(self, ahead: bool = True) -> Generator[SelectedChunk, None, None]:
+        """The chunks with passing tiles, in order.
+
+        ``ahead``: the next chunk is read and checked (in a thread of its own) while the caller uses this one;
+        False: only when asked for, for a caller that computes on every core (a CPU encoder).
+        """
+        # The checks run in the selection's thread: they take one of the ``read_threads``.
         decoding = dataclasses.replace(self.settings, read_threads=max(1, self.settings.read_threads - 1))
-        with (
-            TileReader(self.slide, self.grid, decoding) as reader,
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-select") as ahead,
-        ):
-            upcoming = ahead.submit(self._select_chunk, reader)
-            while (chunk := upcoming.result()) is not None:
-                upcoming = ahead.submit(self._select_chunk, reader)
-                if chunk.passed.any():
-                    yield chunk
+        with TileReader(self.slide, self.grid, decoding) as reader:
+            if not ahead:
+                while (chunk := self._select_chunk(reader)) is not None:
+                    if chunk.passed.any():
+                        yield chunk
+                return
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-select") as pool:
+                upcoming = pool.submit(self._select_chunk, reader)
+                while (chunk := upcoming.result()) is not None:
+                    upcoming = pool.submit(self._select_chunk, reader)
+                    if chunk.passed.any():
+                        yield chunk
 
     @property
     def complete(self) -> bool:
