@@ -153,6 +153,30 @@ def test_the_cli_starts_without_torch_pandas_or_matplotlib():
     assert done.stdout.splitlines()[-1] == "[]"
 
 
+@pytest.mark.parametrize(("args", "status"), [(["--help"], 0), (["inspect", "--tile-px", "x"], 2)])
+def test_the_program_ends_after_exit_handlers_and_flushed_output(args, status, tmp_path):
+    """``run`` skips the interpreter's teardown (os._exit) but not the atexit handlers, the exit status
+    or any buffered output: stdout is a file here, so nothing reaches it before the explicit flush."""
+    code = (
+        "import atexit, sys\n"
+        "from sequoia_clinic.cli.main import run\n"
+        "atexit.register(lambda: print('atexit ran', flush=True))\n"
+        "print('buffered line')\n"
+        f"sys.argv = ['sequoia-clinic', *{args!r}]\n"
+        "run()\n"
+        "print('not reached')\n"
+    )
+    out = tmp_path / "out.txt"
+    with open(out, "w") as stdout:
+        done = subprocess.run(
+            [sys.executable, "-c", code], stdout=stdout, stderr=subprocess.PIPE, timeout=120
+        )
+    text = out.read_text()
+    assert done.returncode == status
+    assert text.startswith("buffered line") and "atexit ran" in text and "not reached" not in text
+    assert done.stderr.decode().count("error:") == (1 if status else 0)
+
+
 def test_build_settings_resolves_the_cache_folder_once(user_cache, tmp_path):
     default = build_settings()
     assert default.cache_dir == user_cache  # SEQUOIA_CLINIC_CACHE (conftest), read at the CLI boundary only
