@@ -44,6 +44,7 @@ UTILITIES = {  # each other only: no stage, pipeline or cli
     "weightio",
     "progress",
     "qc",
+    "native_memory",
 }
 LAYER = {group: 3 for group in CLI} | {group: 2 for group in PIPELINE}
 LAYER |= {group: 1 for group in STAGES} | {group: 0 for group in UTILITIES}

@@ -53,6 +53,7 @@ from sequoia_clinic.features.sampling import (
     resolve_tile_order,
 )
 from sequoia_clinic.fileio import atomic_path, check_output_dir, csv_safe_cell
+from sequoia_clinic.native_memory import release_free_memory
 from sequoia_clinic.pipeline.slide_notes import corrupt_tiles_check, input_notes
 from sequoia_clinic.progress import ProgressLike, reporter
 from sequoia_clinic.qc import QCCode, QCWarning
@@ -618,6 +619,7 @@ def run_prediction(
             )
             if actual != precision:  # cannot happen while both use computes_in_bf16; never mislabel
                 precision, key = actual, _tile_key(slide_hash, mpp, bundle, settings, actual)
+            release_free_memory()  # the encoder's and the tile buffers' freed pages, before k-means
             used, tile_features, corrupt_note = _without_corrupt_tiles(slide, grid, used, tile_features)
             notes = input_notes(info, corrupt_note)
             feats = _Features(grid, used, tile_features, None, stats, False, notes)
