@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from sequoia_clinic.aggregator.configs import He2rnaConfig, VisConfig
-from sequoia_clinic.aggregator.ensemble import FoldEnsemble, load_fold
+from sequoia_clinic.aggregator.ensemble import FoldEnsemble, load_ensemble, load_fold
 from sequoia_clinic.aggregator.he2rna import build_he2rna
 from sequoia_clinic.aggregator.vis import build_vis
 from sequoia_clinic.errors import BundleError, ChecksumError, WeightsError
@@ -195,6 +195,41 @@ def test_fold_ensemble_is_the_mean_of_folds():
     np.testing.assert_allclose(mean[0], np.mean(each, axis=0), atol=1e-6)
     with pytest.raises(ValueError, match="non-finite"):
         FoldEnsemble("vis", config, models, torch.device("cpu")).predict(np.full((5, 8), np.nan, np.float32))
+
+
+def test_deferred_folds_are_checked_at_once_and_loaded_at_the_first_prediction(tmp_path):
+    config = VisConfig(
+        num_outputs=6,
+        input_dim=8,
+        depth=1,
+        nheads=2,
+        dimensions_f=4,
+        dimensions_s=4,
+        dimensions_c=4,
+        num_clusters=5,
+    )
+    folds = []
+    for seed in (1, 2):
+        m = build_vis(config)
+        _randomise(m, seed)
+        path = tmp_path / f"fold-{seed}.safetensors"
+        save_file(m.state_dict(), str(path))
+        folds.append((path, sha256_file(path)))
+    x = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    eager = load_ensemble("vis", config, folds, torch.device("cpu"))
+    deferred = load_ensemble("vis", config, folds, torch.device("cpu"), deferred=True)
+    assert deferred.models == [] and len(deferred.deferred) == 2  # nothing read yet
+    np.testing.assert_array_equal(deferred.predict(x)[0], eager.predict(x)[0])
+    assert len(deferred.models) == 2 and deferred.deferred == ()
+    with pytest.raises(ChecksumError):  # a wrong file is refused when listed, before any slide work
+        load_ensemble("vis", config, [(folds[0][0], "0" * 64)], torch.device("cpu"), deferred=True)
+    # a file replaced between the check and the first prediction is checked again, and refused
+    later = load_ensemble("vis", config, folds, torch.device("cpu"), deferred=True)
+    other = build_vis(config)
+    _randomise(other, 9)
+    save_file(other.state_dict(), str(folds[1][0]))
+    with pytest.raises(ChecksumError):
+        later.predict(x)
 
 
 def test_he2rna_matches_numpy_topk_mean():

@@ -3,6 +3,11 @@
 A :class:`FoldEnsemble` holds one model per fold; its prediction is the arithmetic mean of the
 fold outputs, as SEQUOIA's ``predict_independent_dataset.py`` does for external slides. (For TCGA slides
 only the fold whose test split holds the slide is out-of-sample; ``per_fold`` keeps every fold's output.)
+
+``load_ensemble(..., deferred=True)`` checks every fold file's sha256 at once but reads the weights only
+at the first prediction: a slide's flow refuses a wrong file before its long tile encoding, yet never
+holds the encoder's weights and the folds' together (UNI: 1.2 GB of encoder, 1.0 GB of five folds). A file
+whose identity on disk (``HashMemo.identity``) changed between the check and the loading is checked again.
 """
 
 from __future__ import annotations
@@ -34,19 +39,49 @@ def load_fold(
     return model.float().eval()
 
 
+def _identity(path: Path) -> str:
+    """``HashMemo.identity``, or "" for a file that cannot be found (loading it then names the problem)."""
+    try:
+        return HashMemo.identity(path)
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class FoldFile:
+    """A fold's weights file whose sha256 was checked, to be loaded at first use."""
+
+    path: Path
+    sha256: str | None
+    identity: str  # HashMemo.identity of the file when its sha256 was checked
+
+
 @dataclass
 class FoldEnsemble:
-    """Fold models of one aggregator; ``predict`` returns every fold's output and their mean."""
+    """Fold models of one aggregator; ``predict`` returns every fold's output and their mean.
+
+    ``deferred`` folds (checked files, see the module docstring) are loaded into ``models`` by the first
+    :meth:`predict`.
+    """
 
     kind: str
     config: Any
     models: list[nn.Module]
     device: torch.device
+    deferred: tuple[FoldFile, ...] = ()
+    memo: HashMemo | None = None
 
     def __post_init__(self) -> None:
-        if not self.models:
+        if not self.models and not self.deferred:
             raise BundleError("a fold ensemble needs at least one fold")
         self.models = [m.to(self.device).eval() for m in self.models]
+
+    def _load_deferred(self) -> None:
+        for fold in self.deferred:
+            sha256 = fold.sha256 if _identity(fold.path) != fold.identity else None  # unchanged: checked
+            model = load_fold(self.kind, self.config, fold.path, sha256, self.memo)
+            self.models.append(model.to(self.device).eval())
+        self.deferred = ()
 
     @property
     def num_clusters(self) -> int:
@@ -66,6 +101,7 @@ class FoldEnsemble:
         if not torch.isfinite(x).all():
             raise ValueError("non-finite model input (this is a bug: cluster features must be finite)")
         x = x.to(self.device, torch.float32)
+        self._load_deferred()
         with torch.inference_mode():
             per_fold = torch.stack([model(x).float() for model in self.models]).cpu().numpy()
         return per_fold, per_fold.astype(np.float64).mean(axis=0)
@@ -77,7 +113,21 @@ def load_ensemble(
     folds: Sequence[tuple[Path, str | None]],
     device: torch.device,
     memo: HashMemo | None = None,
+    deferred: bool = False,
 ) -> FoldEnsemble:
-    """Load every fold (path, sha256) strictly and place the ensemble on ``device``."""
-    models = [load_fold(kind, config, path, sha, memo) for path, sha in folds]
-    return FoldEnsemble(kind=kind, config=config, models=models, device=device)
+    """Load every fold (path, sha256) strictly and place the ensemble on ``device``.
+
+    ``deferred``: check every file's sha256 now, read the weights at the first prediction.
+    """
+    if not deferred:
+        models = [load_fold(kind, config, path, sha, memo) for path, sha in folds]
+        return FoldEnsemble(kind=kind, config=config, models=models, device=device)
+    checked = []
+    for path, sha in folds:
+        identity = _identity(Path(path))
+        if sha is not None:
+            verify_sha256(path, sha, what=f"{kind} fold weights", memo=memo)
+        checked.append(FoldFile(Path(path), sha, identity))
+    return FoldEnsemble(
+        kind=kind, config=config, models=[], device=device, deferred=tuple(checked), memo=memo
+    )

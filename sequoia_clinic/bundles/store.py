@@ -222,12 +222,13 @@ def load_bundle_encoder(
 
 
 def load_bundle_ensemble(
-    bundle: Bundle, device: torch.device, settings: Settings | None = None
+    bundle: Bundle, device: torch.device, settings: Settings | None = None, deferred: bool = False
 ) -> FoldEnsemble:
     """Every fold of the bundle's aggregator on ``device``, each verified then loaded strictly.
 
-    With a feature-cache folder in ``settings`` the folds' hashes are memoised there like the encoder's."""
+    With a feature-cache folder in ``settings`` the folds' hashes are memoised there like the encoder's.
+    ``deferred``: verified now, loaded at the first prediction (see ``aggregator/ensemble.py``)."""
     folds = [(bundle.file(f.weights), f.weights.sha256) for f in bundle.folds]
     cache_dir = settings.cache_dir if settings is not None else None
     memo = HashMemo(Path(cache_dir)) if cache_dir is not None else None
-    return load_ensemble(bundle.aggregator, bundle.aggregator_config, folds, device, memo)
+    return load_ensemble(bundle.aggregator, bundle.aggregator_config, folds, device, memo, deferred)

@@ -483,8 +483,10 @@ def _precision(bf16: bool) -> str:
 
 
 def load_folds(bundle: Bundle, settings: Settings) -> FoldEnsemble:
-    """The bundle's aggregator folds on the settings' device, each verified against the manifest first."""
-    return load_bundle_ensemble(bundle, resolve_device(settings.device), settings)
+    """The bundle's aggregator folds on the settings' device: each file verified against the manifest now,
+    the weights read at the first prediction, after the tiles are encoded and the encoder is freed (so a
+    slide's peak memory holds one of the two sets of weights, not both)."""
+    return load_bundle_ensemble(bundle, resolve_device(settings.device), settings, deferred=True)
 
 
 def open_request_slide(request: PredictRequest) -> Slide:
