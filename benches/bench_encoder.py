@@ -11,9 +11,10 @@ tiles rather than the demo slide's 88 (whose runs last a tenth of a second and a
 * read_region — the same one-tile loop, each tile read from the slide with ``read_region`` (what the
             reference's spatial script does; the README's earlier "naive" figure);
 * pipeline — ``sequoia_clinic`` from the slide: the batched tile reader (each stored tile decoded once; in a
-            background thread on a GPU, taking turns with the encoder on the CPU), uint8 → device, batched resize/normalise, ``inference_mode``, channels-last,
-            batches of ``--batch-size``; run in float32 and in bfloat16 autocast (when the device has native
-            bf16). The default ``--precision auto`` of ``predict``/``score`` is bf16 on such a device.
+            background thread on a GPU, taking turns with the encoder on the CPU), uint8 → device, batched
+            resizing (the normalisation folded into a ViT's patch embedding), ``inference_mode``,
+            channels-last, batches of ``--batch-size``; run in float32 and in bfloat16 autocast (when the
+            device has native bf16). The default ``--precision auto`` of ``predict``/``score`` is bf16 there.
 
 The headline ratio is pipeline / reference loop, fp32 and default precision separately (targets >= 1.2x and
 >= 2x). The pipeline decodes its tiles and the reference loop does not, so the comparison favours the
@@ -62,6 +63,7 @@ from sequoia_clinic.slides.tissue import compute_tissue_mask
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SLIDE = REPO / "sequoia_clinic" / "demo" / "CMU-1-Small-Region.svs"
 MOSAIC_MPP = 0.5
+TARGETED = ("demo-vit", "resnet50")  # encoders with speed targets (default >= 2x, fp32 >= 1.2x)
 STORED_TILE = 240  # Aperio's stored tile size: 256 px tiles straddle stored tiles, as on real slides
 
 
@@ -349,12 +351,17 @@ def run(args: argparse.Namespace, slide_path: Path) -> None:
     )
     for outcome in outcomes:
         fp32 = outcome.reference["fp32"]
+        targeted = outcome.name in TARGETED  # the issue sets targets for these two; UNI is for information
         print(
             f"  {outcome.name:9s} default {outcome.reference[default]:.2f}x "
-            f"[{'met' if outcome.reference[default] >= 2 else 'NOT met'}]   fp32 {fp32:.2f}x "
-            f"[{'met' if fp32 >= 1.2 else 'NOT met'}]   (vs a read_region loop: default "
+            f"[{_verdict(targeted, outcome.reference[default] >= 2)}]   fp32 {fp32:.2f}x "
+            f"[{_verdict(targeted, fp32 >= 1.2)}]   (vs a read_region loop: default "
             f"{outcome.ratios[default]:.2f}x, fp32 {outcome.ratios['fp32']:.2f}x)"
         )
+
+
+def _verdict(targeted: bool, met: bool) -> str:
+    return ("met" if met else "NOT met") if targeted else "no target"
 
 
 if __name__ == "__main__":
