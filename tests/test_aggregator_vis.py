@@ -171,9 +171,10 @@ def test_vis_forward_matches_numpy_summary_mixing():
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
-def test_fold_ensemble_is_the_mean_of_folds():
+def _small_folds(num_outputs: int, seeds: tuple[int, ...]) -> tuple[VisConfig, list[torch.nn.Module]]:
+    """A one-block ViS config over 5 x 8 tokens and one randomised model per seed."""
     config = VisConfig(
-        num_outputs=4,
+        num_outputs=num_outputs,
         input_dim=8,
         depth=1,
         nheads=2,
@@ -183,10 +184,15 @@ def test_fold_ensemble_is_the_mean_of_folds():
         num_clusters=5,
     )
     models = []
-    for seed in (1, 2, 3):
+    for seed in seeds:
         m = build_vis(config)
         _randomise(m, seed)
         models.append(m)
+    return config, models
+
+
+def test_fold_ensemble_is_the_mean_of_folds():
+    config, models = _small_folds(4, (1, 2, 3))
     x = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
     per_fold, mean = FoldEnsemble("vis", config, models, torch.device("cpu")).predict(x)
     with torch.inference_mode():
@@ -198,20 +204,9 @@ def test_fold_ensemble_is_the_mean_of_folds():
 
 
 def test_deferred_folds_are_checked_at_once_and_loaded_at_the_first_prediction(tmp_path):
-    config = VisConfig(
-        num_outputs=6,
-        input_dim=8,
-        depth=1,
-        nheads=2,
-        dimensions_f=4,
-        dimensions_s=4,
-        dimensions_c=4,
-        num_clusters=5,
-    )
+    config, models = _small_folds(6, (1, 2, 9))
     folds = []
-    for seed in (1, 2):
-        m = build_vis(config)
-        _randomise(m, seed)
+    for seed, m in zip((1, 2), models[:2], strict=True):
         path = tmp_path / f"fold-{seed}.safetensors"
         save_file(m.state_dict(), str(path))
         folds.append((path, sha256_file(path)))
@@ -225,9 +220,7 @@ def test_deferred_folds_are_checked_at_once_and_loaded_at_the_first_prediction(t
         load_ensemble("vis", config, [(folds[0][0], "0" * 64)], torch.device("cpu"), deferred=True)
     # a file replaced between the check and the first prediction is checked again, and refused
     later = load_ensemble("vis", config, folds, torch.device("cpu"), deferred=True)
-    other = build_vis(config)
-    _randomise(other, 9)
-    save_file(other.state_dict(), str(folds[1][0]))
+    save_file(models[2].state_dict(), str(folds[1][0]))
     with pytest.raises(ChecksumError):
         later.predict(x)
 
