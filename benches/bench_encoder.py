@@ -296,7 +296,7 @@ def main() -> None:
     parser.add_argument("--slide", type=Path, default=None, help="a real slide instead of the mosaic")
     parser.add_argument("--mosaic", type=int, default=3, help="copies per side of the demo-slide mosaic")
     parser.add_argument("--mpp", type=float, default=None, help="pixel size override for slides without one")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="tiles per batch, every encoder")
     parser.add_argument("--uni-tiles", type=int, default=32, help="tiles for the ViT-L run (0 = skip)")
     parser.add_argument("--uni-repeats", type=int, default=1, help="rounds for the ViT-L run (~100 s each)")
     parser.add_argument(

@@ -145,5 +145,5 @@ class Settings:
     risk: RiskSettings = field(default_factory=RiskSettings)
     device: Device = Device.CPU
     precision: Precision = Precision.AUTO  # tile encoder arithmetic (see Precision)
-    encoder_batch_size: int = 32
+    encoder_batch_size: int | None = None  # tiles per encoder pass; None: the encoder's own (EncoderSpec)
     cache_dir: Path | None = None  # per-slide feature cache; None disables caching

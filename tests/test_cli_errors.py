@@ -182,6 +182,7 @@ def test_build_settings_resolves_the_cache_folder_once(user_cache, tmp_path):
     assert default.cache_dir == user_cache  # SEQUOIA_CLINIC_CACHE (conftest), read at the CLI boundary only
     assert default.models.weights_cache_dir == user_cache / "weights"
     assert default.device is Device.CPU and default.precision is Precision.AUTO
+    assert default.encoder_batch_size is None  # the encoder's own batch (EncoderSpec.batch_size)
     chosen = build_settings(
         device=Device.CUDA, precision=Precision.FP32, cache_dir=tmp_path, max_tiles=7, batch_size=3
     )

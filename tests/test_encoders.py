@@ -56,6 +56,8 @@ def test_registry_specs():
     assert sum(p.numel() for p in net.parameters()) == _vit_large_parameters()
     assert any(k.endswith("ls1.gamma") for k in net.state_dict())
     assert get_encoder_spec("resnet50").out_dim == 2048
+    # tiles per forward pass when --batch-size is not given: UNI's activations are halved at 16
+    assert (uni.batch_size, get_encoder_spec("demo-vit").batch_size) == (16, 32)
     assert set(ENCODERS) == {"uni", "resnet50", "demo-vit"}
     with pytest.raises(OptionError, match="Choose one of"):
         get_encoder_spec("uni2-h")

@@ -329,3 +329,24 @@ def test_bf16_predictions_are_close_to_fp32_and_cached_apart(cmu_svs, demo_bundl
     a, b = fp32.expression.astype(np.float64), bf16.expression.astype(np.float64)
     assert np.corrcoef(a, b)[0, 1] > 0.9999
     assert 0 < np.abs(a - b).max() < 0.05 * a.std()
+
+
+@pytest.mark.parametrize(("chosen", "largest"), [(None, 32), (5, 5)])
+def test_encoder_batches_follow_the_option_else_the_encoder(
+    chosen, largest, cmu_svs, demo_bundle, monkeypatch
+):
+    sizes: list[int] = []
+    real = inference.extract_features
+
+    def counting(encoder, batches, indices, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        def counted():  # noqa: ANN202
+            for batch in batches:
+                sizes.append(len(batch.indices))
+                yield batch
+
+        return real(encoder, counted(), indices, **kwargs)
+
+    monkeypatch.setattr(inference, "extract_features", counting)
+    run_inference(cmu_svs, demo_bundle, Settings(encoder_batch_size=chosen))
+    assert demo_bundle.encoder_spec.batch_size == 32
+    assert max(sizes) == largest and sum(sizes) >= largest

@@ -436,7 +436,8 @@ def _encode(
     order = resolve_tile_order(f.tile_order, bundle.preprocessing.tile_order)
     reference = reference_lattice_shape(grid.level_size, grid.read_px)
     sequence = check_order(order, grid.kept_indices, grid.grid_shape, reference, f.sample_seed)
-    tiles = dataclasses.replace(settings.tiles, batch_size=settings.encoder_batch_size)
+    batch = settings.encoder_batch_size or bundle.encoder_spec.batch_size
+    tiles = dataclasses.replace(settings.tiles, batch_size=batch)
     selection = TileSelection(slide, grid, sequence, f.max_tiles, tiles)
     overlap = reads_ahead(device)  # on the CPU, reading and encoding take turns on all cores
     report = reporter(progress)
