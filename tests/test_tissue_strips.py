@@ -30,6 +30,7 @@ from sequoia_clinic.slides.tissue import (
     close_mask,
     compute_tissue_mask,
     mask_level,
+    median_filter_uint8,
     otsu_from_histogram,
     strip_rows,
     tissue_from_rgb,
@@ -126,6 +127,20 @@ def _budget_for_rows(width: int, rows: int) -> int:
 
 
 # -- Otsu from a histogram ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [3, 5, 7])
+def test_median_filter_equals_pillow(size):
+    rng = np.random.default_rng(size)
+    shapes = [(1, 1), (1, 9), (2, 2), (3, 11), (6, 5), (7, 7), (40, 33), (97, 128)]
+    for height, width in shapes:
+        for values in (
+            rng.integers(0, 256, (height, width), dtype=np.uint8),  # every level
+            rng.choice(np.array([0, 17, 200, 255], np.uint8), (height, width)),  # ties at the rank
+            np.clip(rng.normal(40, 25, (height, width)), 0, 255).astype(np.uint8),  # stain-like
+        ):
+            expected = np.asarray(Image.fromarray(values).filter(ImageFilter.MedianFilter(size)))
+            np.testing.assert_array_equal(median_filter_uint8(values, size), expected)
+
+
 def test_otsu_from_histogram_equals_skimage_on_the_values():
     rng = np.random.default_rng(7)
     cases = [

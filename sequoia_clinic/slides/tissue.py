@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from sequoia_clinic.errors import NoTissueError
 from sequoia_clinic.settings import TissueSettings
@@ -108,8 +108,36 @@ def saturation(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).convert("HSV"))[..., 1]
 
 
+def median_filter_uint8(values: np.ndarray, size: int) -> np.ndarray:
+    """Pillow's ``MedianFilter(size)`` of a 2-D uint8 array (edges replicated), bit for bit.
+
+    Written out because Pillow's rank filter sorts every window in C while holding the GIL (~130 ns a
+    pixel, most of a tissue mask's time) and no other installed library has an exact uint8 median that
+    fast without importing scipy. The median of a window of ``n = size**2`` values (Pillow's rank ``n // 2``
+    counted from the smallest) is the largest ``m`` that at least ``n - n // 2`` of them reach. Its 8 bits
+    are found from the top: a bit is kept when enough window values reach the candidate with that bit
+    set, counted over the ``n`` shifted views of the edge-padded array: whole-array compares and adds,
+    no per-pixel sort (~8x faster). ``tests/test_tissue_strips.py`` compares it with Pillow.
+    """
+    radius = size // 2
+    height, width = values.shape
+    padded = np.pad(values, radius, mode="edge")
+    views = [padded[dy : dy + height, dx : dx + width] for dy in range(size) for dx in range(size)]
+    needed = size * size - size * size // 2
+    count_type = np.uint8 if size * size <= 255 else np.uint32
+    median = np.zeros((height, width), dtype=np.uint8)
+    counts = np.empty((height, width), dtype=count_type)
+    for bit in range(7, -1, -1):
+        candidate = median | np.uint8(1 << bit)
+        counts.fill(0)
+        for view in views:
+            counts += view >= candidate
+        np.copyto(median, candidate, where=counts >= needed)
+    return median
+
+
 def _median_saturation(rgb: np.ndarray, size: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(saturation(rgb)).filter(ImageFilter.MedianFilter(size)))
+    return median_filter_uint8(saturation(rgb), size)
 
 
 def otsu_from_histogram(counts: np.ndarray, default: float) -> float:
