@@ -76,9 +76,11 @@ class NativeTileCache:
         self._threads = max(1, threads)  # the executor's workers: missing tiles are split in this many groups
         self.decoded = 0  # number of native tiles decoded (for benchmarks and tests)
         self.spent_bytes = min(spent_bytes, max_bytes)
-        self._uses_left: dict[Key, int] = {}  # planned uses not yet requested (see :meth:`plan`)
+        self._columns = -(-self.level_size[0] // self.tile_size[0])
+        # Planned uses not yet requested, per stored tile (index row * columns + column; see :meth:`plan`):
+        # an array, not a dict, because a whole slide's plan has one entry per stored tile (~100,000).
+        self._uses_left: np.ndarray | None = None
         self._spent: dict[Key, None] = {}  # cached tiles whose planned uses are all past, oldest first
-        self._has_plan = False
 
     @property
     def cached_bytes(self) -> int:
@@ -105,23 +107,29 @@ class NativeTileCache:
         tiles instead of filling the whole budget. (An unannounced later request of a spent tile that was
         dropped decodes it again; the tile selection announces each round when it starts.)
         """
-        self._has_plan = True
-        for key in keys:
-            self._uses_left[key] = self._uses_left.get(key, 0) + 1
-            self._spent.pop(key, None)
+        if self._uses_left is None:
+            rows = -(-self.level_size[1] // self.tile_size[1])
+            self._uses_left = np.zeros(self._columns * rows, dtype=np.int32)
+        index = np.fromiter((row * self._columns + col for col, row in keys), dtype=np.int64)
+        np.add.at(self._uses_left, index, 1)
+        for key in [k for k in self._spent if self._uses_left[self._index(k)] > 0]:
+            del self._spent[key]
+
+    def _index(self, key: Key) -> int:
+        column, row = key
+        return row * self._columns + column
 
     def request(self, keys: Iterable[Key]) -> Callable[[], dict[Key, np.ndarray]]:
         """Start decoding the tiles of ``keys`` not cached or being decoded; returns the function giving them."""
         occurrences = list(keys)
-        for key in occurrences:  # one planned use each (see :meth:`plan`)
-            left = self._uses_left.get(key)
-            if left is not None:
-                if left <= 1:
-                    del self._uses_left[key]
-                    if key in self._tiles:
+        uses = self._uses_left
+        if uses is not None:
+            for key in occurrences:  # one planned use each (see :meth:`plan`)
+                index = self._index(key)
+                if uses[index] > 0:
+                    uses[index] -= 1
+                    if uses[index] == 0 and key in self._tiles:
                         self._spent[key] = None
-                else:
-                    self._uses_left[key] = left - 1
         wanted = list(dict.fromkeys(occurrences))
         found = {key: self._tiles[key] for key in wanted if key in self._tiles}  # held: safe from eviction
         for key in found:
@@ -166,7 +174,7 @@ class NativeTileCache:
     def _store(self, key: Key, tile: np.ndarray) -> None:
         self._tiles[key] = tile
         self._bytes += tile.nbytes
-        if self._has_plan and key not in self._uses_left:
+        if self._uses_left is not None and self._uses_left[self._index(key)] == 0:
             self._spent[key] = None
         while self._bytes > self.spent_bytes and self._spent:  # spent tiles first (see :meth:`plan`)
             self._drop(next(iter(self._spent)))
