@@ -42,6 +42,8 @@ def one_error_line(result) -> str:
         (["score", "x.svs", "--max-tiles", "0"], "'--max-tiles'"),
         (["predict", "x.svs", "--max-tiles", "many"], "'--max-tiles'"),
         (["score", "x.svs", "--mpp", "abc"], "'--mpp'"),
+        (["predict", "x.svs", "--batch-size", "0"], "'--batch-size'"),
+        (["predict", "x.svs", "--batch-size", "99999999999999999999"], "less than or equal to 1024"),
         (["inspect", "x.svs", "--mpp", "0"], "'--mpp'"),
         (["score", "x.svs", "--device", "tpu"], "'tpu' is not one of 'cpu', 'cuda'"),
         (["predict", "x.svs", "--precision", "fp16"], "'fp16' is not one of 'auto', 'fp32', 'bf16'"),

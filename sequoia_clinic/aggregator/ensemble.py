@@ -77,10 +77,12 @@ class FoldEnsemble:
         self.models = [m.to(self.device).eval() for m in self.models]
 
     def _load_deferred(self) -> None:
+        loaded = []  # all folds or none: a failure leaves the ensemble as it was
         for fold in self.deferred:
             sha256 = fold.sha256 if _identity(fold.path) != fold.identity else None  # unchanged: checked
             model = load_fold(self.kind, self.config, fold.path, sha256, self.memo)
-            self.models.append(model.to(self.device).eval())
+            loaded.append(model.to(self.device).eval())
+        self.models.extend(loaded)
         self.deferred = ()
 
     @property

@@ -229,7 +229,16 @@ TileOrderOpt = Annotated[
         "reference).",
     ),
 ]
-BatchSizeOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Tiles per encoder batch.")]
+MAX_ENCODER_BATCH = 1024  # 1,024 tiles are 200 MB of pixels before the encoder's activations
+BatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        min=1,
+        max=MAX_ENCODER_BATCH,
+        help="Tiles per encoder batch (default: the encoder's own; 256 suits a GPU).",
+    ),
+]
 CacheDirOpt = Annotated[
     Path | None,
     typer.Option(
