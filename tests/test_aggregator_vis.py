@@ -3,14 +3,17 @@ numpy re-computation of the SummaryMixing equations; HE2RNA against a numpy top-
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import weakref
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from sequoia_clinic.aggregator import ensemble as ensemble_module
 from sequoia_clinic.aggregator.configs import He2rnaConfig, VisConfig
 from sequoia_clinic.aggregator.ensemble import FoldEnsemble, load_ensemble, load_fold
 from sequoia_clinic.aggregator.he2rna import build_he2rna
@@ -223,6 +226,40 @@ def test_deferred_folds_are_checked_at_once_and_loaded_at_the_first_prediction(t
     save_file(models[2].state_dict(), str(folds[1][0]))
     with pytest.raises(ChecksumError):
         later.predict(x)
+
+
+def test_folds_not_kept_are_read_run_and_dropped_one_at_a_time(tmp_path, monkeypatch):
+    """``predict(keep=False)``: the same outputs as the folds run one by one, never two folds alive at once,
+    and the ensemble stays deferred (a later call reads the files again)."""
+    config, models = _small_folds(6, (3, 4, 5))
+    folds = []
+    for i, m in enumerate(models):
+        path = tmp_path / f"fold-{i}.safetensors"
+        save_file(m.state_dict(), str(path))
+        folds.append((path, sha256_file(path)))
+    alive: weakref.WeakSet = weakref.WeakSet()
+    alive_at_each_read = []
+    real_load = ensemble_module.load_fold
+
+    def counting_load(*args, **kwargs):
+        gc.collect()
+        alive_at_each_read.append(len(alive))
+        model = real_load(*args, **kwargs)
+        alive.add(model)
+        return model
+
+    monkeypatch.setattr(ensemble_module, "load_fold", counting_load)
+    x = np.random.default_rng(1).normal(size=(5, 8)).astype(np.float32)
+    streamed = load_ensemble("vis", config, folds, torch.device("cpu"), deferred=True)
+    per_fold, mean = streamed.predict(x, keep=False)
+    with torch.inference_mode():
+        each = np.stack([m(torch.from_numpy(x)[None]).numpy()[0] for m in models])
+    np.testing.assert_allclose(per_fold[:, 0], each, atol=1e-6)
+    np.testing.assert_allclose(mean[0], each.astype(np.float64).mean(axis=0), atol=1e-6)
+    assert alive_at_each_read == [0, 0, 0]
+    assert streamed.models == [] and len(streamed.deferred) == 3
+    streamed.predict(x)  # kept: all three read at once, as before
+    assert alive_at_each_read == [0, 0, 0, 0, 1, 2] and len(streamed.models) == 3
 
 
 def test_he2rna_matches_numpy_topk_mean():

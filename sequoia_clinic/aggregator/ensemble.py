@@ -8,6 +8,8 @@ only the fold whose test split holds the slide is out-of-sample; ``per_fold`` ke
 at the first prediction: a slide's flow refuses a wrong file before its long tile encoding, yet never
 holds the encoder's weights and the folds' together (UNI: 1.2 GB of encoder, 1.0 GB of five folds). A file
 whose identity on disk (``HashMemo.identity``) changed between the check and the loading is checked again.
+``predict(..., keep=False)`` on deferred folds reads, runs and drops one fold at a time, for a flow that
+predicts once (``predict``): it holds one fold's weights instead of all of them (UNI: 205 MB, not 1.0 GB).
 """
 
 from __future__ import annotations
@@ -76,12 +78,12 @@ class FoldEnsemble:
             raise BundleError("a fold ensemble needs at least one fold")
         self.models = [m.to(self.device).eval() for m in self.models]
 
+    def _read(self, fold: FoldFile) -> nn.Module:
+        sha256 = fold.sha256 if _identity(fold.path) != fold.identity else None  # unchanged: checked
+        return load_fold(self.kind, self.config, fold.path, sha256, self.memo).to(self.device).eval()
+
     def _load_deferred(self) -> None:
-        loaded = []  # all folds or none: a failure leaves the ensemble as it was
-        for fold in self.deferred:
-            sha256 = fold.sha256 if _identity(fold.path) != fold.identity else None  # unchanged: checked
-            model = load_fold(self.kind, self.config, fold.path, sha256, self.memo)
-            loaded.append(model.to(self.device).eval())
+        loaded = [self._read(fold) for fold in self.deferred]  # all or none: a failure changes nothing
         self.models.extend(loaded)
         self.deferred = ()
 
@@ -93,8 +95,12 @@ class FoldEnsemble:
     def input_dim(self) -> int:
         return int(self.config.input_dim)
 
-    def predict(self, tokens: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(N, D) or (B, N, D) tokens → (per_fold (F, B, G) float32, fold mean (B, G) float64)."""
+    def predict(self, tokens: np.ndarray | torch.Tensor, keep: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(N, D) or (B, N, D) tokens → (per_fold (F, B, G) float32, fold mean (B, G) float64).
+
+        ``keep=False``: deferred folds are read, run and dropped one at a time and stay deferred (see the
+        module docstring); folds already loaded are used as they are.
+        """
         x = torch.as_tensor(
             np.asarray(tokens, dtype=np.float32) if isinstance(tokens, np.ndarray) else tokens
         )
@@ -103,10 +109,17 @@ class FoldEnsemble:
         if not torch.isfinite(x).all():
             raise ValueError("non-finite model input (this is a bug: cluster features must be finite)")
         x = x.to(self.device, torch.float32)
-        self._load_deferred()
-        with torch.inference_mode():
-            per_fold = torch.stack([model(x).float() for model in self.models]).cpu().numpy()
+        if keep:
+            self._load_deferred()
+        outputs = [self._run(model, x) for model in self.models]
+        outputs += [self._run(self._read(fold), x) for fold in self.deferred]  # each fold freed after use
+        per_fold = np.stack(outputs)
         return per_fold, per_fold.astype(np.float64).mean(axis=0)
+
+    @staticmethod
+    def _run(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return model(x).float().cpu().numpy()
 
 
 def load_ensemble(

@@ -508,7 +508,7 @@ def predict_slide(request: PredictRequest, settings: Settings, progress: Progres
         if request.genes is not None:
             check_genes(request.genes, bundle)
         folds = load_folds(bundle, settings)
-        prediction = run_prediction(request, bundle, folds, settings, progress, opened=slide)
+        prediction = run_prediction(request, bundle, folds, settings, progress, slide, keep_folds=False)
     if request.out is not None:
         write_expression_row(prediction, list(request.genes or prediction.genes), request.out)
     return prediction
@@ -583,13 +583,15 @@ def run_prediction(
     settings: Settings,
     progress: ProgressLike = None,
     opened: Slide | None = None,
+    keep_folds: bool = True,
 ) -> Prediction:
     """Predict the bundle's genes for one slide (fold-mean) with folds already loaded.
 
     The slide is opened once: its content hash, tissue mask, tile grid, tile pixels and (when asked for)
     the report thumbnail all come from that one opening. ``opened`` is that opening when the caller made
     it already (:func:`open_request_slide`, to refuse a bad slide before any other work); the caller then
-    closes it. Otherwise the slide is opened, and closed, here.
+    closes it. Otherwise the slide is opened, and closed, here. ``keep_folds=False`` (a caller that predicts
+    once) reads deferred folds one at a time and drops each after use (``FoldEnsemble.predict``).
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -650,7 +652,7 @@ def run_prediction(
     timings["cluster"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    per_fold, mean = ensemble.predict(clusters.features)
+    per_fold, mean = ensemble.predict(clusters.features, keep=keep_folds)
     timings["predict"] = time.perf_counter() - t0
     if not np.isfinite(mean).all():
         raise RuntimeError("the aggregator produced non-finite predictions from finite input")
