@@ -31,7 +31,13 @@ from sequoia_clinic.settings import FeatureSettings, Settings, TileOrder
 from sequoia_clinic.slides import tiling
 from sequoia_clinic.slides.opening import open_slide
 from sequoia_clinic.slides.tile_reader import NativeTileCache, TileReader, iter_tile_batches
-from sequoia_clinic.slides.tiling import TileSelection, build_tile_grid, select_tiles
+from sequoia_clinic.slides.tiling import (
+    SelectedChunk,
+    TileSelection,
+    build_tile_grid,
+    full_batches,
+    select_tiles,
+)
 from sequoia_clinic.slides.tissue import compute_tissue_mask
 
 SETTINGS = Settings()
@@ -403,3 +409,34 @@ def test_tile_order_option_setting_and_cache_key(cmu_svs, demo_bundle, tmp_path,
     )
     assert good.exit_code == 0, good.output
     assert "features from cache" in good.stdout  # the reference-order entry made above
+
+
+@pytest.mark.parametrize("size", [1, 4, 7, 64])
+def test_full_batches_regroup_the_passing_tiles_of_chunks_into_equal_batches(size):
+    """Every passing tile once, in reading order, with its own pixels; every batch but the last holds exactly
+    ``size`` tiles; tiles carried over to the next chunk are copies (the chunk's buffer is not held)."""
+    rng = np.random.default_rng(size)
+    chunks, expected = [], []
+    start = 0
+    for n in (5, 1, 12, 3, 30, 9):
+        checked = np.arange(start, start + n, dtype=np.int64) * 3  # grid indices, not rows
+        passed = rng.random(n) < 0.6
+        passed[0] = True  # chunks() yields only chunks with a passing tile
+        tiles = rng.integers(0, 256, size=(n, 4, 4, 3), dtype=np.uint8)
+        chunks.append(SelectedChunk(checked, passed, tiles))
+        expected += [(int(i), t) for i, t, p in zip(checked, tiles, passed, strict=True) if p]
+        start += n
+    groups = list(full_batches(iter(chunks), size))
+    batches = [b for group in groups for b in group]
+    assert all(group for group in groups)
+    assert [len(b.indices) for b in batches[:-1]] == [size] * (len(batches) - 1)
+    assert 1 <= len(batches[-1].indices) <= size
+    got = [(int(i), t) for b in batches for i, t in zip(b.indices, b.pixels, strict=True)]
+    assert [i for i, _ in got] == [i for i, _ in expected]
+    for (_, mine), (_, theirs) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    chunk_of = {int(i): k for k, c in enumerate(chunks) for i in c.checked}
+    for b in batches:
+        sources = {chunk_of[int(i)] for i in b.indices}
+        if len(sources) > 1 or len(b.indices) < size:  # made of carried-over tiles: a copy
+            assert not any(np.shares_memory(b.pixels, c.tiles) for c in chunks)

@@ -30,8 +30,13 @@ from sequoia_clinic.progress import ProgressLike, reporter
 
 
 class TileBatchLike(Protocol):
-    indices: np.ndarray  # (n,) positions in the tile grid
-    pixels: np.ndarray  # (n, H, W, 3) uint8
+    """Read-only, so that frozen dataclasses (``slides.TileBatch``) match."""
+
+    @property
+    def indices(self) -> np.ndarray: ...  # (n,) positions in the tile grid
+
+    @property
+    def pixels(self) -> np.ndarray: ...  # (n, H, W, 3) uint8
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import csv
 import dataclasses
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ from sequoia_clinic.settings import FeatureSettings, Settings
 from sequoia_clinic.slides.base import Slide, SlideInfo
 from sequoia_clinic.slides.grid import TileGrid
 from sequoia_clinic.slides.opening import open_slide, opened_slide_sha256
-from sequoia_clinic.slides.tiling import TileSelection, build_tile_grid
+from sequoia_clinic.slides.tiling import TileSelection, build_tile_grid, full_batches
 from sequoia_clinic.slides.tissue import TissueMask, compute_tissue_mask
 
 DEFAULT_BUNDLE = "sequoia-brca-demo"
@@ -446,18 +446,18 @@ def _encode(
     start = time.perf_counter()
     # on an error, the selection's reading stops before we return
     with contextlib.closing(selection.chunks(ahead=overlap)) as chunks:
-        for chunk in chunks:
+        for batches in full_batches(chunks, tiles.batch_size):
             if encoder is None:
                 t0 = time.perf_counter()
                 encoder = load_bundle_encoder(bundle, device, settings)
                 timings["load_encoder"] = time.perf_counter() - t0
-            batches: Iterable = chunk.batches(tiles.batch_size)
+            ready = np.concatenate([b.indices for b in batches])
             rows, _ = extract_features(
-                encoder, batches, chunk.indices, queue_size=settings.models.loader_queue, overlap=overlap
+                encoder, batches, ready, queue_size=settings.models.loader_queue, overlap=overlap
             )
-            indices.append(chunk.indices)
+            indices.append(ready)
             features.append(rows)
-            report.advance(len(chunk.indices))
+            report.advance(len(ready))
     report.finish()
     grid = selection.result()  # NoTissueError when no tile passed
     seconds = time.perf_counter() - start - timings.get("load_encoder", 0.0)

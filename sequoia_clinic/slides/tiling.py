@@ -45,7 +45,7 @@ import functools
 import math
 import time
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -353,6 +353,43 @@ class SelectedChunk:
             contiguous = part[-1] - part[0] + 1 == part.size
             pixels = self.tiles[part[0] : part[-1] + 1] if contiguous else self.tiles[part]
             yield TileBatch(self.checked[part], pixels)
+
+
+def full_batches(chunks: Iterable[SelectedChunk], size: int) -> Iterator[list[TileBatch]]:
+    """The passing tiles of consecutive chunks in batches of exactly ``size`` (only the last may be smaller),
+    in reading order; one list of batches per chunk, as soon as they are complete (empty lists are skipped).
+
+    A chunk's passing count varies, so batching chunk by chunk gave ~25 different batch sizes on one slide:
+    half-empty batches, and a new set of oneDNN kernels (compiled and cached) for each size. The tiles left
+    over from a chunk (fewer than ``size``) are copied, so a chunk's pixel buffer is freed with its chunk.
+    """
+    size = max(1, size)
+    held_indices = np.zeros(0, dtype=np.int64)
+    held_pixels: np.ndarray | None = None
+    for chunk in chunks:
+        rows = np.flatnonzero(chunk.passed)
+        ready: list[TileBatch] = []
+        start = 0
+        if held_pixels is not None:
+            start = min(size - held_indices.size, rows.size)
+            part = rows[:start]
+            held_indices = np.concatenate([held_indices, chunk.checked[part]])
+            held_pixels = np.concatenate([held_pixels, chunk.tiles[part]])
+            if held_indices.size == size:
+                ready.append(TileBatch(held_indices, held_pixels))
+                held_indices, held_pixels = np.zeros(0, dtype=np.int64), None
+        while rows.size - start >= size:
+            part = rows[start : start + size]
+            contiguous = part[-1] - part[0] + 1 == size
+            pixels = chunk.tiles[part[0] : part[-1] + 1] if contiguous else chunk.tiles[part]
+            ready.append(TileBatch(chunk.checked[part], pixels))
+            start += size
+        if start < rows.size:  # fancy indexing copies: the chunk's buffer is not held
+            held_indices, held_pixels = chunk.checked[rows[start:]], chunk.tiles[rows[start:]]
+        if ready:
+            yield ready
+    if held_pixels is not None:
+        yield [TileBatch(held_indices, held_pixels)]
 
 
 class TileSelection:
