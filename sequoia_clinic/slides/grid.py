@@ -47,9 +47,10 @@ class TileGrid:
     def resampled(self) -> bool:
         return self.read_px != self.tile_px
 
-    def level_coords(self) -> np.ndarray:
-        """(N, 2) top-left corners in the pixels of the read level."""
-        return np.floor(self.coords / self.level_downsample).astype(np.int64)
+    def level_coords(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """(N, 2) top-left corners in the pixels of the read level (of the tiles ``indices``, or of all)."""
+        coords = self.coords if indices is None else self.coords[indices]
+        return np.floor(coords / self.level_downsample).astype(np.int64)
 
     def summary(self) -> dict[str, object]:
         """Small JSON-ready audit record (no per-tile arrays)."""

@@ -240,8 +240,7 @@ class TileReader:
         aligned = slide.native_tile_size(grid.level) == (grid.read_px, grid.read_px)
         budget = 0 if aligned else settings.tile_cache_mb << 20
         self.cache = NativeTileCache(slide, grid.level, budget, self._executor, threads)
-        self.grid = grid
-        self._corners = grid.level_coords()
+        self.grid = grid  # corners are found per request: a whole-slide array grew with the slide
 
     def _check(self, indices: np.ndarray) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -251,7 +250,7 @@ class TileReader:
 
     def _keys(self, indices: np.ndarray) -> Iterator[Key]:
         read_px = self.grid.read_px
-        for x, y in self._corners[indices]:
+        for x, y in self.grid.level_coords(indices):
             yield from self.cache.keys_for(int(x), int(y), read_px, read_px)
 
     def plan(self, indices: np.ndarray) -> None:
@@ -268,7 +267,7 @@ class TileReader:
         if out is None:
             out = np.empty((len(indices), tile_px, tile_px, 3), dtype=np.uint8)
         square = np.empty((read_px, read_px, 3), dtype=np.uint8)
-        for k, (x, y) in enumerate(self._corners[indices]):
+        for k, (x, y) in enumerate(self.grid.level_coords(indices)):
             if read_px == tile_px:
                 _cut_into(out[k], tiles, self.cache, int(x), int(y))
             else:
