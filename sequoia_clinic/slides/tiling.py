@@ -345,15 +345,6 @@ class SelectedChunk:
         """Grid indices of the tiles that passed, in reading order."""
         return self.checked[self.passed]
 
-    def batches(self, size: int) -> Iterator[TileBatch]:
-        """The passing tiles in batches of at most ``size`` (views of ``tiles`` where no tile was dropped)."""
-        rows = np.flatnonzero(self.passed)
-        for start in range(0, rows.size, max(1, size)):
-            part = rows[start : start + max(1, size)]
-            contiguous = part[-1] - part[0] + 1 == part.size
-            pixels = self.tiles[part[0] : part[-1] + 1] if contiguous else self.tiles[part]
-            yield TileBatch(self.checked[part], pixels)
-
 
 def full_batches(chunks: Iterable[SelectedChunk], size: int) -> Iterator[list[TileBatch]]:
     """The passing tiles of consecutive chunks in batches of exactly ``size`` (only the last may be smaller),
@@ -361,7 +352,8 @@ def full_batches(chunks: Iterable[SelectedChunk], size: int) -> Iterator[list[Ti
 
     A chunk's passing count varies, so batching chunk by chunk gave ~25 different batch sizes on one slide:
     half-empty batches, and a new set of oneDNN kernels (compiled and cached) for each size. The tiles left
-    over from a chunk (fewer than ``size``) are copied, so a chunk's pixel buffer is freed with its chunk.
+    over from a chunk (fewer than ``size``) are copied, so a chunk's pixel buffer is freed with its chunk;
+    a batch of consecutive rows is a view of the chunk's pixels, otherwise a copy.
     """
     size = max(1, size)
     held_indices = np.zeros(0, dtype=np.int64)
