@@ -508,7 +508,9 @@ def predict_slide(request: PredictRequest, settings: Settings, progress: Progres
         if request.genes is not None:
             check_genes(request.genes, bundle)
         folds = load_folds(bundle, settings)
-        prediction = run_prediction(request, bundle, folds, settings, progress, slide, keep_folds=False)
+        prediction = run_prediction(
+            request, bundle, folds, settings, progress, opened=slide, keep_folds=False
+        )
     if request.out is not None:
         write_expression_row(prediction, list(request.genes or prediction.genes), request.out)
     return prediction
