@@ -125,6 +125,9 @@ def inspect_slide(request: InspectRequest, settings: Settings) -> InspectResult:
     with open_slide(request.slide, mpp=request.mpp) as slide:
         mask = compute_tissue_mask(slide, settings.tissue)
         candidates = build_tile_grid(slide, mask, settings.tiles)
+        tissue_fraction = mask.tissue_fraction
+        overlay_mask = mask if picture_format is not None else None  # only the picture needs it from here
+        del mask  # (a packed mask grows with the slide: 3 MB on 80,000^2, held through every pixel check)
         grid = select_tiles(slide, candidates, settings.tiles)
         info = slide.info
         tiles = grid.summary()
@@ -135,8 +138,8 @@ def inspect_slide(request: InspectRequest, settings: Settings) -> InspectResult:
         _, corrupt_note = corrupt_tiles_check(slide, grid, grid.kept_indices)
         notes = input_notes(info, corrupt_note)  # before the thumbnail: what predict/score would read
         written: str | None = None
-        if request.thumbnail is not None and picture_format is not None:
-            picture = render_overlay(slide, mask, grid, max_size=THUMBNAIL_SIZE)
+        if request.thumbnail is not None and overlay_mask is not None:
+            picture = render_overlay(slide, overlay_mask, grid, max_size=THUMBNAIL_SIZE)
             with atomic_path(request.thumbnail) as tmp:
                 Image.fromarray(picture).save(tmp, format=picture_format)
             written = str(request.thumbnail)
@@ -159,7 +162,7 @@ def inspect_slide(request: InspectRequest, settings: Settings) -> InspectResult:
             mpp=(round(info.mpp[0], 6), round(info.mpp[1], 6)),
             mpp_source=info.mpp_source,
             objective_power=info.objective_power,
-            tissue_fraction=round(mask.tissue_fraction, 4),
+            tissue_fraction=round(tissue_fraction, 4),
             tiles=tiles,
             thumbnail=written,
             qc_warnings=notes,
