@@ -11,7 +11,6 @@ the few lines of ctypes. On other C libraries (macOS, musl) this does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 
@@ -19,9 +18,8 @@ def release_free_memory() -> bool:
     """Return the C allocator's free pages to the OS (glibc ``malloc_trim(0)``); True if anything was."""
     if not sys.platform.startswith("linux"):
         return False
-    name = ctypes.util.find_library("c") or "libc.so.6"
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
+    try:  # the process's own symbols, which include the C library's (no ldconfig lookup)
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # no glibc (musl has no malloc_trim)
         return False
     trim.argtypes = [ctypes.c_size_t]
